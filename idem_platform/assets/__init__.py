@@ -1,0 +1,1 @@
+"""One module per pipeline; each exports its assets."""

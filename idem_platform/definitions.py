@@ -1,0 +1,29 @@
+"""The single Definitions object: assets, resources and IO managers, jobs, schedules."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .assets import people as people_assets
+from .resources import LakeResource, lake_dir, postgres_from_env, warehouse_schema
+from .storage.file_store import FilePartitionIOManager
+from .storage.postgres_store import PostgresPartitionIOManager
+
+postgres = postgres_from_env()
+
+people_job = dg.define_asset_job(
+    "people_job",
+    selection=dg.AssetSelection.groups("people"),
+    description="Generate, clean and load one day (or a range) of people.",
+)
+
+defs = dg.Definitions(
+    assets=[people_assets.raw_people, people_assets.people],
+    jobs=[people_job],
+    schedules=[dg.build_schedule_from_partitioned_job(people_job, hour_of_day=1)],
+    resources={
+        "postgres": postgres,
+        "lake_io": FilePartitionIOManager(postgres=postgres, lake=LakeResource(root=lake_dir())),
+        "warehouse_io": PostgresPartitionIOManager(postgres=postgres, schema=warehouse_schema()),
+    },
+)

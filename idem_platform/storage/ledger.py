@@ -1,0 +1,136 @@
+"""The publish ledger and the partition lock: the two PostgreSQL pieces every sink shares.
+
+The ledger (`idem.ledger`) has one row per published partition: asset, partition, sink, location, run id, row
+count, fingerprint, previous fingerprint, changed, published at. For the PostgreSQL sink it is written in the
+same transaction as the publish; for the others right after the publish, inside the transaction that holds the
+partition lock.
+
+The lock is `pg_advisory_xact_lock` keyed on (asset, partition). Writers of the same partition queue on it, in
+any sink, whatever started them (CLI, daemon, UI, a range backfill that bypasses the run queue). A range takes
+its days in ascending order, so overlapping ranges cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ..resources import META_SCHEMA
+
+LEDGER = sql.Identifier(META_SCHEMA, "ledger")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    asset: str
+    partition: str
+    sink: str
+    location: str
+    run_id: str
+    row_count: int
+    fingerprint: str
+    previous_fingerprint: str | None
+    published_at: dt.datetime | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous_fingerprint != self.fingerprint
+
+
+def ensure_ledger(conn: psycopg.Connection) -> None:
+    """Create the ledger once; concurrent first writers are serialized by a lock on the DDL itself."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('idem:ddl:ledger', 0))")
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
+        cur.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                    id bigserial PRIMARY KEY,
+                    asset text NOT NULL,
+                    partition text NOT NULL,
+                    sink text NOT NULL,
+                    location text NOT NULL,
+                    run_id text NOT NULL,
+                    row_count bigint NOT NULL,
+                    fingerprint text NOT NULL,
+                    previous_fingerprint text,
+                    changed boolean NOT NULL,
+                    published_at timestamptz NOT NULL DEFAULT clock_timestamp()
+                )"""
+            ).format(LEDGER)
+        )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS ledger_asset_partition ON {} (asset, sink, partition, id)").format(
+                LEDGER
+            )
+        )
+
+
+def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -> None:
+    """Take the transaction-scoped advisory lock of every (asset, day), in ascending day order."""
+    with conn.cursor() as cur:
+        for day in sorted(set(days)):
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:partition:{asset}:{day}",))
+
+
+def latest_fingerprints(conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str]) -> dict[str, str]:
+    """The fingerprint last published for each of `days` (days never published are absent)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT DISTINCT ON (partition) partition, fingerprint FROM {}
+                   WHERE asset = %s AND sink = %s AND partition = ANY(%s)
+                   ORDER BY partition, id DESC"""
+            ).format(LEDGER),
+            (asset, sink, list(days)),
+        )
+        return dict(cur.fetchall())
+
+
+def record(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                """INSERT INTO {} (asset, partition, sink, location, run_id, row_count, fingerprint,
+                                   previous_fingerprint, changed)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+            ).format(LEDGER),
+            [
+                (e.asset, e.partition, e.sink, e.location, e.run_id, e.row_count, e.fingerprint,
+                 e.previous_fingerprint, e.changed)
+                for e in entries
+            ],
+        )
+
+
+def history(
+    conn: psycopg.Connection, asset: str | None = None, days: Sequence[str] | None = None
+) -> list[LedgerEntry]:
+    """Every ledger row, oldest first, optionally for one asset and some days."""
+    conditions, params = [sql.SQL("TRUE")], []
+    if asset:
+        conditions.append(sql.SQL("asset = %s"))
+        params.append(asset)
+    if days:
+        conditions.append(sql.SQL("partition = ANY(%s)"))
+        params.append(list(days))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint,
+                          published_at FROM {} WHERE {} ORDER BY id"""
+            ).format(LEDGER, sql.SQL(" AND ").join(conditions)),
+            params,
+        )
+        return [LedgerEntry(**row) for row in cur.fetchall()]
+
+
+def ledger_exists(conn: psycopg.Connection) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{META_SCHEMA}.ledger",))
+        return cur.fetchone()[0]

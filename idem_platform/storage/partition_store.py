@@ -1,0 +1,212 @@
+"""Stage, Audit, Publish, Record: the one write path every sink goes through.
+
+A sink (PostgreSQL table, lake file, search index) implements four verbs: `stage` the new content where no
+reader looks, `verify_staged` it, `publish` it in one atomic step, `discard` it on failure; plus `read`.
+Everything else is here, once: audit rules, fingerprints, the partition lock and the ledger.
+
+    lock (asset, day...) ascending  ->  stage  ->  verify  ->  publish  ->  ledger row  ->  COMMIT
+
+The lock, the ledger rows and (for PostgreSQL) the staged rows share one transaction: for the table sink the
+COMMIT is the publish, for the others the publish happens just before it. A failure anywhere before the publish
+discards the stage and leaves the published partition and its ledger row untouched.
+
+`PartitionIOManager` is the Dagster face of this: it reads the asset's declaration from its definition
+metadata, runs the write for every partition of the run (a range run publishes every day of the range, empty
+days included) and attaches per-partition metadata (row_count, fingerprint, changed) to the materializations.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import psycopg
+
+from ..partitions import validate_partition_keys
+from ..resources import PostgresResource
+from . import ledger
+from .audit import AuditRules, audit_frame
+from .fingerprint import PartitionDigest, partition_digests
+from .schema import TableDeclaration
+
+DIGESTS_ATTR = "idem.partition_digests"
+KEY_METADATA = "idem/key"
+AUDIT_METADATA = "idem/audit"
+SCHEMA_METADATA = "dagster/column_schema"
+
+_log = logging.getLogger("idem_platform.storage")
+
+
+@dataclass(frozen=True)
+class AssetTarget:
+    """What a sink needs to know about the asset it writes."""
+
+    asset: str
+    decl: TableDeclaration
+    rules: AuditRules
+
+    @classmethod
+    def from_metadata(cls, asset: str, metadata: dict[str, Any]) -> AssetTarget:
+        schema = metadata.get(SCHEMA_METADATA)
+        key = metadata.get(KEY_METADATA)
+        if schema is None or key is None:
+            raise dg.DagsterInvariantViolationError(
+                f"asset {asset!r} has no declared columns and key; declare it with @idem_asset(columns=..., key=...)"
+            )
+        return cls(asset, TableDeclaration.from_table_schema(schema, key), AuditRules.from_metadata(metadata.get(AUDIT_METADATA)))
+
+
+class PartitionSink(abc.ABC):
+    """One kind of storage. Only these verbs differ between sinks."""
+
+    name: str
+
+    @abc.abstractmethod
+    def location(self, target: AssetTarget, day: str) -> str: ...
+
+    def prepare(self, conn: psycopg.Connection, target: AssetTarget) -> None:
+        """Create or evolve the container (table, directory, template). Runs before the partition lock."""
+
+    @abc.abstractmethod
+    def stage(self, conn: psycopg.Connection, target: AssetTarget, days: Sequence[str], frame: pd.DataFrame, run_id: str) -> Any: ...
+
+    @abc.abstractmethod
+    def verify_staged(self, conn: psycopg.Connection, target: AssetTarget, staged: Any, digests: dict[str, PartitionDigest]) -> None: ...
+
+    @abc.abstractmethod
+    def publish(self, conn: psycopg.Connection, target: AssetTarget, staged: Any) -> None: ...
+
+    @abc.abstractmethod
+    def discard(self, target: AssetTarget, staged: Any) -> None: ...
+
+    @abc.abstractmethod
+    def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame: ...
+
+
+def digests_of(frame: pd.DataFrame, decl: TableDeclaration, days: Sequence[str]) -> tuple[pd.DataFrame, dict[str, PartitionDigest]]:
+    """The canonical frame and its per-day digests, reusing what `idem_asset` computed when it is attached.
+
+    The digests are popped from `attrs` so they never reach a sink (pandas copies attrs into slices and files).
+    """
+    digests = frame.attrs.pop(DIGESTS_ATTR, None)
+    if digests is not None and set(digests) == set(days):
+        return frame, digests
+    frame = decl.coerce(frame)
+    return frame, partition_digests(frame, decl, list(days))
+
+
+def publish_partitions(
+    sink: PartitionSink,
+    postgres: PostgresResource,
+    target: AssetTarget,
+    days: Sequence[str],
+    frame: pd.DataFrame,
+    run_id: str,
+    log: logging.Logger | dg.DagsterLogManager = _log,
+) -> list[ledger.LedgerEntry]:
+    """Replace every day of `days` in the sink with the rows of `frame`; returns the ledger rows written."""
+    days = sorted(days)
+    validate_partition_keys(days)
+    frame, digests = digests_of(frame, target.decl, days)
+    audit_frame(target.asset, frame, days, target.decl, target.rules)
+    with postgres.connect() as conn:
+        ledger.ensure_ledger(conn)
+        sink.prepare(conn, target)
+        conn.commit()
+        log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
+        ledger.lock_partitions(conn, target.asset, days)
+        previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days)
+        staged = sink.stage(conn, target, days, frame, run_id)
+        try:
+            sink.verify_staged(conn, target, staged, digests)
+            sink.publish(conn, target, staged)
+        except BaseException:
+            sink.discard(target, staged)
+            raise
+        entries = [
+            ledger.LedgerEntry(
+                asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
+                run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
+                previous_fingerprint=previous.get(day),
+            )
+            for day in days
+        ]
+        ledger.record(conn, entries)
+    changed = sum(e.changed for e in entries)
+    log.info(
+        f"{target.asset}: published {_span(days)} to {sink.name} "
+        f"({sum(e.row_count for e in entries)} rows, {changed} of {len(entries)} partitions changed)"
+    )
+    return entries
+
+
+def load_partitions(
+    sink: PartitionSink, postgres: PostgresResource, target: AssetTarget, days: Sequence[str]
+) -> pd.DataFrame:
+    """The published rows of `days`; a day that was never published is an error, not an empty frame."""
+    days = sorted(days)
+    with postgres.connect() as conn:
+        published = ledger.latest_fingerprints(conn, target.asset, sink.name, days) if ledger.ledger_exists(conn) else {}
+    missing = [d for d in days if d not in published]
+    if missing:
+        raise dg.DagsterInvariantViolationError(
+            f"asset {target.asset!r} has no published partition {_span(missing)} in {sink.name}; "
+            f"materialize it first (dagster asset materialize --select {target.asset} --partition {missing[0]})"
+        )
+    return sink.read(target, days)
+
+
+def _span(days: Sequence[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]} ({len(days)} days)"
+
+
+def partition_metadata(entry: ledger.LedgerEntry) -> dict[str, Any]:
+    return {
+        "dagster/row_count": entry.row_count,
+        "row_count": entry.row_count,
+        "fingerprint": entry.fingerprint,
+        "previous_fingerprint": entry.previous_fingerprint or "",
+        "changed": entry.changed,
+        "sink": entry.sink,
+        "location": entry.location,
+    }
+
+
+class PartitionIOManager(dg.ConfigurableIOManager):
+    """Base IO manager: every sink-specific IO manager only says which sink it builds."""
+
+    postgres: PostgresResource
+
+    @abc.abstractmethod
+    def sink(self) -> PartitionSink: ...
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        target = AssetTarget.from_metadata(context.asset_key.path[-1], context.definition_metadata)
+        if not context.has_asset_partitions:
+            raise dg.DagsterInvariantViolationError(f"asset {target.asset!r} must be daily-partitioned")
+        days = list(context.asset_partition_keys)
+        entries = publish_partitions(self.sink(), self.postgres, target, days, obj, context.run_id, context.log)
+        if len(entries) == 1:
+            context.add_output_metadata({**partition_metadata(entries[0]), SCHEMA_METADATA: target.decl.table_schema()})
+            return
+        for entry in entries:
+            context.step_context.add_asset_metadata(
+                partition_metadata(entry), asset_key=context.asset_key, partition_key=entry.partition
+            )
+        context.add_output_metadata(
+            {
+                SCHEMA_METADATA: target.decl.table_schema(),
+                "partitions_written": len(entries),
+                "partitions_changed": sum(e.changed for e in entries),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        target = AssetTarget.from_metadata(context.asset_key.path[-1], upstream.definition_metadata)
+        return load_partitions(self.sink(), self.postgres, target, list(context.asset_partition_keys))

@@ -1,0 +1,175 @@
+"""Declared column schemas: the one description of an asset's table that every sink and the fingerprint share.
+
+An asset declares its columns with six logical types. From that declaration come the Dagster `TableSchema`
+(shown in the UI), the PostgreSQL DDL, the Elasticsearch mapping and the canonical pandas dtypes. Every frame
+that enters or leaves a sink goes through `TableDeclaration.coerce`, so the same content has the same dtypes,
+and therefore the same fingerprint, whether it came from the asset function, a lake file, a table or an index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+
+PARTITION_COLUMN = "partition_date"
+
+
+@dataclass(frozen=True)
+class LogicalType:
+    name: str
+    postgres: str
+    pandas_dtype: str
+    elasticsearch: dict
+
+
+LOGICAL_TYPES: dict[str, LogicalType] = {
+    t.name: t
+    for t in (
+        LogicalType("string", "text", "string", {"type": "keyword"}),
+        LogicalType("int", "bigint", "Int64", {"type": "long"}),
+        LogicalType("float", "double precision", "float64", {"type": "double"}),
+        LogicalType("bool", "boolean", "boolean", {"type": "boolean"}),
+        # Dates are midnight-naive datetimes at second resolution: pandas has no date dtype of its own.
+        LogicalType("date", "date", "datetime64[s]", {"type": "date", "format": "strict_date"}),
+        # Timestamps are UTC at microsecond resolution, the precision PostgreSQL keeps.
+        LogicalType(
+            "timestamp", "timestamptz", "datetime64[us, UTC]",
+            {"type": "date_nanos", "format": "strict_date_optional_time_nanos"},
+        ),
+    )
+}
+
+
+class SchemaError(ValueError):
+    """A frame or table that does not match the asset's declared columns."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.type not in LOGICAL_TYPES:
+            raise SchemaError(
+                f"column {self.name!r} has type {self.type!r}; declared types are {sorted(LOGICAL_TYPES)}"
+            )
+
+    @property
+    def logical(self) -> LogicalType:
+        return LOGICAL_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class TableDeclaration:
+    """Columns (in table order) and the key that identifies a row within a day partition."""
+
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    description: str = ""
+    _by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"duplicate column names in {names}")
+        if PARTITION_COLUMN not in names:
+            raise SchemaError(f"every partitioned table needs a {PARTITION_COLUMN!r} column of type date")
+        missing = [k for k in self.key if k not in names]
+        if missing or not self.key:
+            raise SchemaError(f"key columns {list(self.key)} must be declared columns (missing: {missing})")
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+
+    @classmethod
+    def build(cls, columns: Mapping[str, str] | Iterable[Column], key: Iterable[str], description: str = ""):
+        """Declare from `{"name": "type"}` (key columns and partition_date become NOT NULL) or Columns."""
+        key = tuple(key)
+        if isinstance(columns, Mapping):
+            cols = [Column(n, t, nullable=n not in key) for n, t in columns.items()]
+        else:
+            cols = list(columns)
+        if PARTITION_COLUMN not in {c.name for c in cols}:
+            cols.append(Column(PARTITION_COLUMN, "date", nullable=False, description="the day partition"))
+        return cls(tuple(cols), key, description)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return self._by_name[name]
+
+    def table_schema(self) -> dg.TableSchema:
+        """The Dagster TableSchema shown on the asset page (and the source of the DDL)."""
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    c.name,
+                    c.type,
+                    description=c.description or None,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=False),
+                )
+                for c in self.columns
+            ],
+            constraints=dg.TableConstraints(other=[f"primary key ({', '.join([PARTITION_COLUMN, *self.key])})"]),
+        )
+
+    @classmethod
+    def from_table_schema(cls, schema: dg.TableSchema, key: Iterable[str]) -> TableDeclaration:
+        cols = [
+            Column(c.name, c.type, nullable=c.constraints.nullable, description=c.description or "")
+            for c in schema.columns
+        ]
+        return cls(tuple(cols), tuple(key))
+
+    def empty_frame(self) -> pd.DataFrame:
+        return self.coerce(pd.DataFrame({n: [] for n in self.names}))
+
+    def coerce(self, frame: pd.DataFrame, *, what: str = "frame") -> pd.DataFrame:
+        """The frame with exactly the declared columns, in order, in the canonical dtypes.
+
+        Missing or undeclared columns and values that cannot be cast are errors naming the column: a silent
+        drop would lose data, a silent cast would change what is published.
+        """
+        missing = [n for n in self.names if n not in frame.columns]
+        extra = [n for n in frame.columns if n not in self._by_name]
+        if missing or extra:
+            raise SchemaError(
+                f"{what} does not match the declared columns: missing {missing}, undeclared {extra}"
+                " (declare new columns on the asset; they are added to the table as nullable columns)"
+            )
+        out = {}
+        for col in self.columns:
+            try:
+                out[col.name] = _cast(frame[col.name], col.type)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SchemaError(f"{what}: column {col.name!r} cannot be read as {col.type}: {exc}") from exc
+        return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def _cast(series: pd.Series, type_name: str) -> pd.Series:
+    series = series.reset_index(drop=True)
+    if type_name == "string":
+        return series.astype("string")
+    if type_name == "int":
+        if series.dtype == object:
+            series = pd.to_numeric(series, errors="raise")
+        return series.astype("Int64")
+    if type_name == "float":
+        return pd.to_numeric(series, errors="raise").astype("float64")
+    if type_name == "bool":
+        return series.astype("boolean")
+    if type_name == "date":
+        values = pd.to_datetime(series, errors="raise")
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.dt.floor("D").astype("datetime64[s]")
+    if type_name == "timestamp":
+        # Naive timestamps are taken as UTC; aware ones are converted.
+        return pd.to_datetime(series, utc=True, errors="raise").dt.floor("us").astype("datetime64[us, UTC]")
+    raise SchemaError(f"unknown logical type {type_name!r}")
