@@ -55,6 +55,9 @@ def generate_people(partition_key: str, rows: int) -> pd.DataFrame:
     fake = Faker("en_US")
     fake.seed_instance(partition_seed("raw_people", partition_key))
     start, _ = partition_window(partition_key)
+    # Birth dates relative to the partition day, never to "today": the same day must give the same people forever.
+    oldest = start.date() - dt.timedelta(days=int(90 * 365.25))
+    youngest = start.date() - dt.timedelta(days=int(18 * 365.25) + 1)
     records = []
     for _ in range(rows):
         first, last = fake.first_name(), fake.last_name()
@@ -68,7 +71,7 @@ def generate_people(partition_key: str, rows: int) -> pd.DataFrame:
                 "last_name": last.lower() if fake.random.random() < 0.1 else last,
                 "email": email.upper() if fake.random.random() < 0.1 else email,
                 "phone": fake.phone_number(),
-                "birth_date": fake.date_of_birth(minimum_age=18, maximum_age=90).strftime("%m/%d/%Y"),
+                "birth_date": fake.date_between_dates(oldest, youngest).strftime("%m/%d/%Y"),
                 "city": fake.city(),
                 "state": fake.state_abbr(),
                 "created_at": start + dt.timedelta(microseconds=fake.random.randrange(86_400_000_000)),

@@ -165,11 +165,17 @@ def _cast(series: pd.Series, type_name: str) -> pd.Series:
     if type_name == "bool":
         return series.astype("boolean")
     if type_name == "date":
-        values = pd.to_datetime(series, errors="raise")
+        values = pd.to_datetime(series, errors="raise", format=_datetime_format(series))
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
         return values.dt.floor("D").astype("datetime64[s]")
     if type_name == "timestamp":
         # Naive timestamps are taken as UTC; aware ones are converted.
-        return pd.to_datetime(series, utc=True, errors="raise").dt.floor("us").astype("datetime64[us, UTC]")
+        values = pd.to_datetime(series, utc=True, errors="raise", format=_datetime_format(series))
+        return values.dt.floor("us").astype("datetime64[us, UTC]")
     raise SchemaError(f"unknown logical type {type_name!r}")
+
+
+def _datetime_format(series: pd.Series) -> str | None:
+    """Text is read as ISO 8601 (any precision, any offset); datetime objects need no format."""
+    return "ISO8601" if (series.dtype == object or pd.api.types.is_string_dtype(series.dtype)) else None

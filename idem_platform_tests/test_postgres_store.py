@@ -1,0 +1,172 @@
+"""PostgresPartitionIOManager against a real PostgreSQL: reruns, empty days, failed audits, loading, schema changes."""
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pytest
+
+from idem_platform.assets.people import people, raw_people
+from idem_platform.declare import idem_asset
+from idem_platform.storage import ledger
+from idem_platform.storage.audit import AuditError
+from idem_platform.storage.fingerprint import fingerprint
+from idem_platform.storage.partition_store import AssetTarget, load_partitions
+from idem_platform.storage.postgres_store import PostgresTableSink
+
+DAY = "2026-01-05"
+
+
+class ItemsConfig(dg.Config):
+    rows: int = 10
+    duplicate_keys: bool = False
+    wrong_day: str = ""
+    value: str = "v"
+
+
+@idem_asset(columns={"item_id": "int", "label": "string"}, key=["item_id"], io_manager_key="warehouse_io", max_rows=500)
+def items(context: dg.AssetExecutionContext, config: ItemsConfig) -> pd.DataFrame:
+    frames = []
+    for day in context.partition_keys:
+        ids = [1] * config.rows if config.duplicate_keys else list(range(config.rows))
+        frames.append(pd.DataFrame({"item_id": ids, "label": config.value, "partition_date": config.wrong_day or day}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run(assets, resources, partition=DAY, config=None, range_=None, raise_on_error=True):
+    tags = {}
+    if range_:
+        tags = {"dagster/asset_partition_range_start": range_[0], "dagster/asset_partition_range_end": range_[1]}
+        partition = None
+    return dg.materialize(
+        assets, partition_key=partition, tags=tags, resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"items": {"config": config}}} if config else None, raise_on_error=raise_on_error,
+    )
+
+
+def day_counts(dsn, table, key="item_id", schema="warehouse"):
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f'SELECT partition_date::text, count(*), count(DISTINCT {key}) FROM {schema}."{table}" GROUP BY 1').fetchall()
+    return {day: (n, distinct) for day, n, distinct in rows}
+
+
+def ledger_rows(dsn, asset):
+    with psycopg.connect(dsn) as conn:
+        return ledger.history(conn, asset=asset)
+
+
+def materialized(result, asset):
+    return {
+        ev.materialization.partition: {k: v.value for k, v in ev.materialization.metadata.items()}
+        for ev in result.get_asset_materialization_events()
+        if ev.materialization.asset_key.path[-1] == asset
+    }
+
+
+def test_three_reruns_keep_one_copy_and_the_same_fingerprint(store_resources, pg_dsn):
+    versions = []
+    for _ in range(3):
+        result = run([raw_people, people], store_resources)
+        meta = materialized(result, "people")[DAY]
+        versions.append(result.asset_materializations_for_node("people")[0].tags["dagster/data_version"])
+        assert meta["row_count"] == 1000
+    with psycopg.connect(pg_dsn) as conn:
+        n, distinct = conn.execute("SELECT count(*), count(DISTINCT person_id) FROM warehouse.people WHERE partition_date = %s", (DAY,)).fetchone()
+    assert (n, distinct) == (1000, 1000)
+    rows = ledger_rows(pg_dsn, "people")
+    assert [r.changed for r in rows] == [True, False, False]
+    assert len({r.fingerprint for r in rows}) == 1
+    assert versions == [rows[0].fingerprint] * 3  # the fingerprint is the DataVersion
+    # what the table holds now hashes to what the ledger recorded
+    target = AssetTarget.from_metadata("people", people.specs_by_key[dg.AssetKey("people")].metadata)
+    sink = PostgresTableSink(store_resources["postgres"], "warehouse")
+    assert fingerprint(sink.read(target, [DAY]), target.decl) == rows[-1].fingerprint
+
+
+def test_zero_row_rerun_clears_the_day_and_spares_the_others(store_resources, pg_dsn):
+    run([items], store_resources, range_=("2026-01-04", "2026-01-06"))
+    assert day_counts(pg_dsn, "items") == {d: (10, 10) for d in ("2026-01-04", "2026-01-05", "2026-01-06")}
+    result = run([items], store_resources, config={"rows": 0})
+    assert materialized(result, "items")[DAY]["row_count"] == 0
+    assert day_counts(pg_dsn, "items") == {"2026-01-04": (10, 10), "2026-01-06": (10, 10)}
+    last = ledger_rows(pg_dsn, "items")[-1]
+    assert (last.partition, last.row_count, last.changed) == (DAY, 0, True)
+
+
+def test_range_run_publishes_every_day_including_emptied_ones(store_resources, pg_dsn):
+    run([items], store_resources, range_=("2026-01-01", "2026-01-10"))
+    result = run([items], store_resources, range_=("2026-01-01", "2026-01-10"), config={"rows": 0})
+    assert day_counts(pg_dsn, "items") == {}
+    meta = materialized(result, "items")
+    assert sorted(meta) == [f"2026-01-{d:02d}" for d in range(1, 11)]
+    assert all(m["row_count"] == 0 and m["changed"] for m in meta.values())
+
+
+@pytest.mark.parametrize(
+    "bad_config, rule",
+    [
+        ({"duplicate_keys": True}, "unique key (item_id)"),
+        ({"wrong_day": "2026-01-04"}, "partition_date within the partitions written"),
+        ({"rows": 501}, "row count bounds"),
+    ],
+)
+def test_failed_audit_leaves_published_rows_and_ledger_untouched(store_resources, pg_dsn, bad_config, rule):
+    run([items], store_resources, config={"value": "good"})
+    before_rows, before_ledger = day_counts(pg_dsn, "items"), ledger_rows(pg_dsn, "items")
+    result = run([items], store_resources, config={**bad_config, "value": "bad"}, raise_on_error=False)
+    assert not result.success
+    failure = next(ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE")
+    message = str(failure.step_failure_data.error.to_string())
+    assert "AuditError" in message and f"rule '{rule}'" in message and "'items'" in message
+    assert DAY in message or "2026-01-04" in message
+    assert day_counts(pg_dsn, "items") == before_rows
+    assert ledger_rows(pg_dsn, "items") == before_ledger
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT DISTINCT label FROM warehouse.items").fetchall() == [("good",)]
+
+
+def test_loading_a_range_returns_exactly_those_days(store_resources):
+    run([items], store_resources, range_=("2026-01-01", "2026-01-09"))
+    target = AssetTarget.from_metadata("items", items.specs_by_key[dg.AssetKey("items")].metadata)
+    sink = store_resources["warehouse_io"].sink()
+    frame = load_partitions(sink, store_resources["postgres"], target, ["2026-01-03", "2026-01-04", "2026-01-05"])
+    assert sorted(frame["partition_date"].dt.strftime("%Y-%m-%d").unique()) == ["2026-01-03", "2026-01-04", "2026-01-05"]
+    assert len(frame) == 30
+    assert str(frame["item_id"].dtype) == "Int64" and str(frame["partition_date"].dtype) == "datetime64[s]"
+    with pytest.raises(dg.DagsterInvariantViolationError, match="no published partition 2026-01-20"):
+        load_partitions(sink, store_resources["postgres"], target, ["2026-01-20"])
+
+
+def test_downstream_asset_loads_its_upstream_partition(store_resources, pg_dsn):
+    run([raw_people, people], store_resources, range_=("2026-01-01", "2026-01-03"))
+    assert day_counts(pg_dsn, "people", "person_id") == {f"2026-01-0{d}": (1000, 1000) for d in (1, 2, 3)}
+    with psycopg.connect(pg_dsn) as conn:
+        bad = conn.execute(
+            "SELECT count(*) FROM warehouse.people WHERE email <> lower(email) OR first_name <> initcap(first_name)"
+            " OR created_at < partition_date OR created_at >= partition_date + 1 OR age < 18"
+        ).fetchone()[0]
+    assert bad == 0
+
+
+def test_new_declared_column_is_added_and_type_change_is_refused(store_resources, pg_dsn):
+    run([items], store_resources)
+
+    @idem_asset(columns={"item_id": "int", "label": "string", "weight": "float"}, key=["item_id"], io_manager_key="warehouse_io", name="items")
+    def items_v2(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"item_id": [1], "label": ["x"], "weight": [1.5], "partition_date": [context.partition_key]})
+
+    run([items_v2], store_resources)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT item_id, weight FROM warehouse.items").fetchall() == [(1, 1.5)]
+
+    @idem_asset(columns={"item_id": "int", "label": "int"}, key=["item_id"], io_manager_key="warehouse_io", name="items")
+    def items_v3(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"item_id": [1], "label": [2], "partition_date": [context.partition_key]})
+
+    result = run([items_v3], store_resources, raise_on_error=False)
+    failure = next(ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE")
+    assert "column 'label' is text in table warehouse.items but declared int" in failure.step_failure_data.error.to_string()
+
+
+def test_audit_error_message_names_asset_partition_and_rule():
+    err = AuditError("people", ["2026-01-05"], "unique key (person_id)", "2 rows share 1 keys")
+    assert str(err).startswith("audit failed for asset 'people', partition 2026-01-05: rule 'unique key (person_id)'")
