@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from . import partitions
 from .partitions import InvalidPartitionKey
-from .resources import PostgresResource
+from .resources import PostgresResource, postgres_for_cli
 from .services import Services, dagster_cli, ensure_services
 from .storage import ledger
 
@@ -101,9 +101,7 @@ def _days_arg(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from .resources import postgres_from_env
-
-    postgres = postgres_from_env()
+    postgres = postgres_for_cli()
     with postgres.connect() as conn:
         rows = ledger.history(conn, asset=args.asset, days=_days_arg(args)) if ledger.ledger_exists(conn) else []
     if args.json:
@@ -139,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except InvalidPartitionKey as exc:
+    except (InvalidPartitionKey, RuntimeError) as exc:
         print(f"idem: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:

@@ -79,5 +79,15 @@ def postgres_from_env() -> PostgresResource:
     return PostgresResource(dsn=dg.EnvVar(PG_DSN_ENV))
 
 
+def postgres_for_cli() -> PostgresResource:
+    """The same server as `postgres_from_env`, with the DSN value resolved (outside Dagster, EnvVars are not)."""
+    dsn = os.environ.get(PG_DSN_ENV)
+    if not dsn and embedded_dsn_file().exists():
+        dsn = embedded_dsn_file().read_text().strip()
+    if not dsn:
+        raise RuntimeError(f"{PG_DSN_ENV} is not set and no embedded PostgreSQL was started here; run `idem up` first")
+    return PostgresResource(dsn=dsn)
+
+
 def warehouse_schema() -> str:
     return os.environ.get("IDEM_PG_SCHEMA", DEFAULT_WAREHOUSE_SCHEMA)

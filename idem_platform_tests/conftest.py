@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Iterator
 
 import psycopg
@@ -46,7 +47,11 @@ def pg_admin_dsn(tmp_path_factory) -> str:
 
 
 def _with_database(dsn: str, database: str) -> str:
-    return psycopg.conninfo.make_conninfo(dsn, dbname=database)
+    """The same server URL with another database (URL form: dagster-postgres needs a URL, not key=value)."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("the test PostgreSQL DSN must be a postgresql:// URL")
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,484 @@
+"""Elasticsearch index sink: one physical index per (asset, day, write), published by moving two aliases.
+
+    people_search-2026.01.05-1a2b3c4d-9f8e7d   the physical index one write of one day created
+    people_search-2026.01.05                   the day alias: the published day partition
+    people_search                              the read alias: every published day of the asset
+
+- prepare: put the asset's index template (`<asset>-*`, 1 shard, `dynamic: strict` mappings from the declared
+  columns). Composable templates never merge, so the create call below repeats the mappings: a higher-priority
+  template of someone else cannot silently change the types.
+- stage: first delete the day's orphans (physical indices of the day under neither alias: leftovers of crashed
+  writes; the partition lock is held, so no live writer owns them). Then create a new index per day (0 replicas,
+  refresh off) and stream the frame into it with `helpers.streaming_bulk`: documents are generated in row
+  batches, never built as one body, with a deterministic `_id` from the declared key (so a retried chunk
+  overwrites instead of duplicating). Rejected documents fail the write with the asset, day, first failing ids
+  and the server's reason; the staged indices are deleted.
+- verify: refresh, then every staged index counts exactly the frame's rows of its day. With deterministic ids,
+  duplicated keys would collapse into fewer documents, so equal counts also prove the key unique.
+- publish: restore refresh interval and replicas on the staged indices, then ONE `_aliases` request moves the
+  day alias and the read alias of every day from the old physical index to the new one: readers see the old
+  day or the new one, never a mix and never a gap. Then the old physical indices are deleted. The settings are
+  restored *before* the swap so the alias only ever points at an index in its final state (a crash between the
+  two leaves an orphan, which the next write removes, instead of a live index without replicas); all documents
+  are already visible (explicit refresh), so the refresh interval changes nothing a reader sees. If the alias
+  request fails ambiguously (a timeout), the aliases are read back: a swap that did happen is a success, so
+  `discard` never deletes a live index. Nothing after the swap raises: a failed delete leaves an orphan.
+- discard: delete the staged indices (never one a day alias points at).
+- read: `helpers.scan` (scroll; point-in-time search is not portable to OpenSearch) through the day aliases,
+  through `TableDeclaration.coerce`: the same frame, so the same fingerprint, as the one published.
+
+A day without rows is published as an empty index under the day alias, so its old documents disappear.
+Index and alias names are the asset name lower-cased (Elasticsearch names are lower-case).
+
+Values travel as JSON by declared type: dates `YYYY-MM-DD`, timestamps UTC ISO with microseconds
+(`2026-01-05T01:02:03.123456Z`), missing values (NA, NaT, NaN) `null`. Infinite floats go as the strings
+`Infinity`/`-Infinity`, so the JSON stays valid and the mapping decides: a `double` field rejects them, which
+fails the write naming the documents instead of silently storing null. Likewise `date_nanos` (the declared
+timestamp mapping) rejects instants before 1970 or after 2262.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from elastic_transport import ApiError, TransportError, Urllib3HttpNode
+from elasticsearch import Elasticsearch, helpers
+from pydantic import Field
+
+from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
+from .schema import PARTITION_COLUMN, TableDeclaration
+
+ES_URL_ENV = "IDEM_ES_URL"
+ES_PLAIN_JSON_ENV = "IDEM_ES_PLAIN_JSON"
+ES_API_KEY_ENV = "IDEM_ES_API_KEY"
+ES_USERNAME_ENV = "IDEM_ES_USERNAME"
+ES_PASSWORD_ENV = "IDEM_ES_PASSWORD"
+DEFAULT_ES_URL = "http://127.0.0.1:9200"
+
+# Above the built-in templates of Elasticsearch (priority 100, e.g. `logs-*-*`): patterns that overlap at equal
+# priority are refused, and an asset called `logs` must not have its indices turned into a data stream.
+TEMPLATE_PRIORITY = 500
+BULK_CHUNK_DOCS = 2_000
+ROW_BATCH = 10_000
+SCAN_PAGE = 5_000
+NAMES_PER_REQUEST = 40  # index names per URL: keeps request lines far below the 4 KB HTTP limit
+MAX_ID_BYTES = 512
+SHOWN_FAILURES = 5
+
+_log = logging.getLogger("idem_platform.storage.elasticsearch")
+
+
+# --------------------------------------------------------------------------------------------------- transport
+
+
+_COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with\s*=\s*\d+", re.I)
+_MEDIA_HEADERS = ("accept", "content-type")
+
+
+class PlainJsonHttpNode(Urllib3HttpNode):
+    """An urllib3 node that sends plain `application/json` / `application/x-ndjson` media types.
+
+    The 9.x `elasticsearch` client asks for REST API compatibility mode on every request:
+    `Accept`/`Content-Type: application/vnd.elasticsearch+json; compatible-with=9` (`+x-ndjson` for bulk).
+    OpenSearch and OpenSearch-compatible servers (the local osmem server among them) answer that with 406, and
+    Elasticsearch 8 with 400 (`Accept version must be either version 8 or 7`). This node rewrites both headers,
+    always together (Elasticsearch refuses a compatible version on one header but not the other), to the plain
+    media types every Elasticsearch and OpenSearch version accepts. Pass it as `Elasticsearch(node_class=...)`.
+    """
+
+    def perform_request(self, method, target, body=None, headers=None, **kwargs):
+        if headers:
+            headers = headers.copy()
+            for name in _MEDIA_HEADERS:
+                value = headers.get(name)
+                if value:
+                    headers[name] = _COMPAT_MEDIA_TYPE.sub(r"application/\1", value)
+        return super().perform_request(method, target, body=body, headers=headers, **kwargs)
+
+
+def _resolved(value: str | None) -> str | None:
+    """The value of a field that may still be an unresolved `dg.EnvVar` (resource used outside a run)."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
+class ElasticsearchResource(dg.ConfigurableResource):
+    """An Elasticsearch (or OpenSearch-compatible) cluster reached over HTTP with the official 9.x client.
+
+    Credentials: `api_key`, or `username` + `password`, normally `dg.EnvVar`s so the UI shows their names only;
+    they are left out of this resource's repr and never logged (the transport hides the Authorization header).
+    Put them there, not in `url`.
+
+    `plain_json` (default True) sends plain `application/json` / `application/x-ndjson` instead of the client's
+    `application/vnd.elasticsearch+json; compatible-with=9` (see `PlainJsonHttpNode`):
+
+    - required for OpenSearch and OpenSearch-compatible servers (such as the local osmem server), which reject
+      the compatibility media types with 406;
+    - harmless against Elasticsearch 9: plain JSON *is* the 9.x API, the same requests and responses;
+    - needed against Elasticsearch 8, which refuses `compatible-with=9` with 400; plain JSON gets the 8.x API,
+      which covers everything this platform calls (index templates, bulk, aliases, count, scroll);
+    - turn it off only against a newer major (Elasticsearch 10+), where `compatible-with=9` asks the server to
+      answer in the 9.x format this client understands.
+
+    Real OpenSearch also omits the `X-Elastic-Product: Elasticsearch` response header that the client checks
+    on its first successful response (`UnsupportedProductError`); plain JSON does not change that check.
+    """
+
+    url: str = Field(description="Base URL, e.g. https://search.internal:9200 (no credentials in it)")
+    api_key: str | None = Field(default=None, repr=False, description="API key (base64 `id:key` or encoded)")
+    username: str | None = Field(default=None, repr=False, description="Basic-auth user (with password)")
+    password: str | None = Field(default=None, repr=False, description="Basic-auth password")
+    request_timeout: float = Field(default=30.0, description="Seconds per HTTP request")
+    plain_json: bool = Field(default=True, description="Send plain application/json (see class docstring)")
+    ca_certs: str | None = Field(default=None, description="CA bundle for a cluster with its own certificate")
+
+    def client(self) -> Elasticsearch:
+        api_key, username, password = _resolved(self.api_key), _resolved(self.username), _resolved(self.password)
+        if api_key and (username or password):
+            raise ValueError("give the Elasticsearch resource an api_key or username/password, not both")
+        if bool(username) != bool(password):
+            raise ValueError("Elasticsearch basic auth needs both username and password")
+        kwargs: dict[str, Any] = {"request_timeout": self.request_timeout, "max_retries": 3}
+        if api_key:
+            kwargs["api_key"] = api_key
+        if username:
+            kwargs["basic_auth"] = (username, password)
+        if self.plain_json:
+            kwargs["node_class"] = PlainJsonHttpNode
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        return Elasticsearch(_resolved(self.url), **kwargs)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use true or false")
+
+
+def elasticsearch_from_env(default_url: str = DEFAULT_ES_URL) -> ElasticsearchResource:
+    """The search cluster the environment names.
+
+    `IDEM_ES_URL` (else `default_url`, e.g. the local server's), `IDEM_ES_PLAIN_JSON` (default true: harmless
+    against Elasticsearch 8/9, required for OpenSearch-compatible servers; see `ElasticsearchResource`),
+    `IDEM_ES_API_KEY` or `IDEM_ES_USERNAME` + `IDEM_ES_PASSWORD`. Set values are passed as `dg.EnvVar`s, so
+    neither the UI nor the run config ever holds them.
+    """
+    env = {name: dg.EnvVar(name) for name in (ES_URL_ENV, ES_API_KEY_ENV, ES_USERNAME_ENV, ES_PASSWORD_ENV) if os.environ.get(name)}
+    return ElasticsearchResource(
+        url=env.get(ES_URL_ENV, default_url),
+        api_key=env.get(ES_API_KEY_ENV),
+        username=env.get(ES_USERNAME_ENV),
+        password=env.get(ES_PASSWORD_ENV),
+        plain_json=_env_flag(ES_PLAIN_JSON_ENV, True),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ JSON values
+
+
+def json_values(series: pd.Series, type_name: str) -> list:
+    """A column (in its declared dtype) as JSON-ready Python values; every missing value is None."""
+    if type_name in ("string", "int", "bool"):
+        return series.to_numpy(dtype=object, na_value=None).tolist()
+    if type_name == "float":
+        values = series.to_numpy(dtype="float64")
+        out = values.astype(object)
+        out[np.isnan(values)] = None
+        infinite = np.isinf(values)
+        if infinite.any():
+            out[infinite] = np.where(values[infinite] > 0, "Infinity", "-Infinity")
+        return out.tolist()
+    if type_name in ("date", "timestamp"):
+        if type_name == "timestamp":
+            stamps = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+            text = np.char.add(np.datetime_as_string(stamps, unit="us"), "Z")
+        else:
+            stamps = series.to_numpy().astype("datetime64[D]")
+            text = np.datetime_as_string(stamps, unit="D")
+        out = text.astype(object)
+        out[np.isnat(stamps)] = None
+        return out.tolist()
+    raise ValueError(f"unknown logical type {type_name!r}")  # pragma: no cover - TableDeclaration rejects it
+
+
+def document_ids(key_columns: list[list]) -> list[str]:
+    """Deterministic `_id`s: the key value itself, a JSON array for a composite key.
+
+    An empty or over-long id (Elasticsearch refuses both, failing the whole bulk request) becomes `~` + the
+    SHA-256 of the key; plain ids never start with `~`, so the mapping stays one-to-one.
+    """
+    if len(key_columns) == 1:
+        ids = [v if isinstance(v, str) else json.dumps(v) for v in key_columns[0]]
+    else:
+        ids = [json.dumps(list(values), ensure_ascii=False, separators=(",", ":")) for values in zip(*key_columns)]
+    for i, value in enumerate(ids):
+        if not value or value[0] == "~" or (len(value) > MAX_ID_BYTES // 4 and len(value.encode()) > MAX_ID_BYTES):
+            ids[i] = "~" + hashlib.sha256(value.encode()).hexdigest()
+    return ids
+
+
+def _batched(names: Sequence[str], size: int = NAMES_PER_REQUEST) -> Iterator[str]:
+    for start in range(0, len(names), size):
+        yield ",".join(names[start : start + size])
+
+
+# ------------------------------------------------------------------------------------------------------- sink
+
+
+class BulkIndexingError(RuntimeError):
+    """The cluster rejected documents of a staged day; nothing was published."""
+
+
+class StagingMismatch(RuntimeError):
+    pass
+
+
+class PartitionNotFound(LookupError):
+    pass
+
+
+class ElasticsearchIndexSink(PartitionSink):
+    name = "elasticsearch"
+
+    def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS):
+        self.es, self.replicas, self.bulk_chunk_docs = es, replicas, bulk_chunk_docs
+        self.client = es.client()
+        self._published: dict[tuple[str, str], str] = {}
+
+    # names ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def read_alias(target: AssetTarget) -> str:
+        name = target.asset.lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+            raise ValueError(f"asset {target.asset!r} cannot name an index: it must start with a letter or digit")
+        return name
+
+    def day_alias(self, target: AssetTarget, day: str) -> str:
+        return f"{self.read_alias(target)}-{day.replace('-', '.')}"
+
+    def template_name(self, target: AssetTarget) -> str:
+        return f"idem-{self.read_alias(target)}"
+
+    def new_index(self, target: AssetTarget, day: str, run_id: str) -> str:
+        run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
+        return f"{self.day_alias(target, day)}-{run}-{secrets.token_hex(3)}"
+
+    def location(self, target: AssetTarget, day: str) -> str:
+        """The physical index that holds the published day."""
+        published = self._published.get((target.asset, day))
+        if published:
+            return published
+        current = self.client.indices.get_alias(index=self.day_alias(target, day), ignore_unavailable=True).body
+        return next(iter(current), self.day_alias(target, day))
+
+    @staticmethod
+    def mappings(decl: TableDeclaration) -> dict:
+        return {"dynamic": "strict", "properties": {c.name: dict(c.logical.elasticsearch) for c in decl.columns}}
+
+    # verbs ------------------------------------------------------------------------------------------------
+
+    def prepare(self, conn, target: AssetTarget) -> None:
+        self.client.indices.put_index_template(
+            name=self.template_name(target),
+            index_patterns=[f"{self.read_alias(target)}-*"],
+            priority=TEMPLATE_PRIORITY,
+            template={"settings": {"number_of_shards": 1}, "mappings": self.mappings(target.decl)},
+        )
+
+    def orphans(self, target: AssetTarget, day: str) -> list[str]:
+        """Physical indices of the day under neither alias: leftovers of crashed writes."""
+        live = {self.day_alias(target, day), self.read_alias(target)}
+        found = self.client.indices.get_alias(index=f"{self.day_alias(target, day)}-*", expand_wildcards="open,closed").body
+        return sorted(index for index, info in found.items() if not live & set(info.get("aliases", {})))
+
+    def stage(self, conn, target, days, frame, run_id) -> dict[str, str]:
+        staged: dict[str, str] = {}
+        try:
+            for day in days:
+                orphans = self.orphans(target, day)
+                if orphans:
+                    _log.info(f"{target.asset} {day}: deleting {len(orphans)} orphan index(es) of crashed writes: {orphans}")
+                    for names in _batched(orphans):
+                        self.client.indices.delete(index=names, ignore_unavailable=True)
+                staged[day] = self.new_index(target, day, run_id)
+                self.client.indices.create(
+                    index=staged[day],
+                    settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
+                    mappings=self.mappings(target.decl),
+                )
+            self._bulk_load(target, staged, frame)
+        except BaseException:
+            self.discard(target, staged)
+            raise
+        return staged
+
+    def _actions(self, target: AssetTarget, staged: dict[str, str], frame: pd.DataFrame) -> Iterator[dict]:
+        decl = target.decl
+        names = decl.names
+        for start in range(0, len(frame), ROW_BATCH):
+            batch = frame.iloc[start : start + ROW_BATCH]
+            columns = {c.name: json_values(batch[c.name], c.type) for c in decl.columns}
+            ids = document_ids([columns[k] for k in decl.key])
+            indices = [staged[day] for day in columns[PARTITION_COLUMN]]
+            for index, doc_id, *values in zip(indices, ids, *(columns[n] for n in names)):
+                yield {"_index": index, "_id": doc_id, "_source": dict(zip(names, values))}
+
+    def _bulk_load(self, target: AssetTarget, staged: dict[str, str], frame: pd.DataFrame) -> None:
+        day_of = {index: day for day, index in staged.items()}
+        failed: dict[str, int] = {}
+        shown: list[str] = []
+        for ok, item in helpers.streaming_bulk(
+            self.client,
+            self._actions(target, staged, frame),
+            chunk_size=self.bulk_chunk_docs,
+            raise_on_error=False,
+            max_retries=3,  # on 429 only; deterministic ids make a retried document an overwrite
+            yield_ok=False,
+        ):
+            if ok:
+                continue
+            result = next(iter(item.values()))
+            day = day_of.get(result.get("_index"), "?")
+            failed[day] = failed.get(day, 0) + 1
+            if len(shown) < SHOWN_FAILURES:
+                shown.append(f"{day} id {result.get('_id')!r}: {_reason(result.get('error'))}")
+        if failed:
+            per_day = ", ".join(f"{day}: {n}" for day, n in sorted(failed.items()))
+            raise BulkIndexingError(
+                f"asset {target.asset!r}: the search cluster rejected {sum(failed.values())} documents "
+                f"(per day: {per_day}); first failures: " + "; ".join(shown)
+                + ". Nothing was published; fix the values or the declared column types and rerun."
+            )
+
+    def verify_staged(self, conn, target, staged: dict[str, str], digests) -> None:
+        indices = list(staged.values())
+        for names in _batched(indices):
+            self.client.indices.refresh(index=names)
+        wrong = {}
+        for day, index in staged.items():
+            response = self.client.count(index=index).body
+            if response["count"] != digests[day].rows or response.get("_shards", {}).get("failed"):
+                wrong[day] = (response["count"], digests[day].rows)
+        if wrong:
+            raise StagingMismatch(
+                f"asset {target.asset!r}: staged document counts differ from the frame's rows (day: (count, rows)): "
+                f"{wrong}; duplicate keys collapse into one document, so check the key declaration"
+            )
+
+    def publish(self, conn, target, staged: dict[str, str]) -> None:
+        read_alias = self.read_alias(target)
+        day_aliases = {day: self.day_alias(target, day) for day in staged}
+        old: dict[str, dict] = {}
+        for names in _batched(list(day_aliases.values())):
+            old.update(self.client.indices.get_alias(index=names, ignore_unavailable=True).body)
+        for names in _batched(list(staged.values())):
+            self.client.indices.put_settings(
+                index=names, settings={"index": {"refresh_interval": None, "number_of_replicas": self.replicas}}
+            )
+        actions: list[dict] = []
+        for index, info in old.items():
+            for alias in info.get("aliases", {}):
+                if alias == read_alias or alias in day_aliases.values():
+                    actions.append({"remove": {"index": index, "alias": alias}})
+        for day, index in staged.items():
+            actions.append({"add": {"index": index, "alias": day_aliases[day]}})
+            actions.append({"add": {"index": index, "alias": read_alias}})
+        try:
+            self.client.indices.update_aliases(actions=actions)
+        except (ApiError, TransportError):
+            if not self._aliases_point_at(staged, day_aliases):
+                raise
+            _log.warning(f"{target.asset}: the alias request failed but the aliases did move; the write is published")
+        for day, index in staged.items():
+            self._published[(target.asset, day)] = index
+        superseded = sorted(set(old) - set(staged.values()))
+        try:
+            for names in _batched(superseded):
+                self.client.indices.delete(index=names, ignore_unavailable=True)
+        except (ApiError, TransportError) as exc:
+            _log.warning(f"{target.asset}: could not delete superseded indices {superseded} ({exc}); the next write removes them")
+
+    def _aliases_point_at(self, staged: dict[str, str], day_aliases: dict[str, str]) -> bool:
+        try:
+            current: dict[str, dict] = {}
+            for names in _batched(list(day_aliases.values())):
+                current.update(self.client.indices.get_alias(index=names, ignore_unavailable=True).body)
+        except (ApiError, TransportError):
+            return False
+        return all(day_aliases[day] in current.get(index, {}).get("aliases", {}) for day, index in staged.items())
+
+    def discard(self, target, staged: dict[str, str]) -> None:
+        """Delete the staged indices, best effort (an index left behind is an orphan the next write removes)."""
+        if not staged:
+            return
+        try:
+            live = set()
+            for names in _batched(list(staged.values())):
+                found = self.client.indices.get_alias(index=names, ignore_unavailable=True).body
+                live |= {index for index, info in found.items() if info.get("aliases")}
+            doomed = [index for index in staged.values() if index not in live]
+            for names in _batched(doomed):
+                self.client.indices.delete(index=names, ignore_unavailable=True)
+        except (ApiError, TransportError) as exc:
+            _log.warning(f"{target.asset}: could not delete staged indices {sorted(staged.values())} ({exc})")
+
+    def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
+        decl = target.decl
+        missing = [day for day in days if not self.client.indices.exists_alias(name=self.day_alias(target, day))]
+        if missing:
+            raise PartitionNotFound(
+                f"asset {target.asset!r}: no index under the day alias {self.day_alias(target, missing[0])} "
+                f"for day(s) {', '.join(missing)}; materialize the partition first"
+            )
+        sources: list[dict] = []
+        for day in days:
+            hits = helpers.scan(self.client, index=self.day_alias(target, day), size=SCAN_PAGE, scroll="2m", query={"query": {"match_all": {}}})
+            sources.extend(hit["_source"] for hit in hits)
+        columns = {}
+        for col in decl.columns:
+            values = [source.get(col.name) for source in sources]
+            if col.type == "int":
+                columns[col.name] = pd.array(values, dtype="Int64")  # exact: never through float64
+            elif col.type in ("date", "timestamp"):
+                columns[col.name] = pd.to_datetime(pd.Series(values, dtype=object), utc=col.type == "timestamp", format="ISO8601")
+            elif col.type == "float":
+                columns[col.name] = pd.to_numeric(pd.Series(values, dtype=object), errors="raise")
+            else:
+                columns[col.name] = pd.Series(values, dtype=object)
+        frame = decl.coerce(pd.DataFrame(columns), what=f"index {self.read_alias(target)} days {days[0]}..{days[-1]}")
+        return frame.sort_values([PARTITION_COLUMN, *decl.key], ignore_index=True)
+
+
+def _reason(error: Any) -> str:
+    if isinstance(error, dict):
+        cause = error.get("caused_by") or {}
+        text = f"{error.get('type')}: {error.get('reason')}"
+        return text + (f" ({cause.get('reason')})" if cause.get("reason") else "")
+    return str(error)[:300]
+
+
+class ElasticsearchPartitionIOManager(PartitionIOManager):
+    """Daily partitions of an asset as Elasticsearch indices: `<asset>-YYYY.MM.DD` per day, `<asset>` for all."""
+
+    es: ElasticsearchResource
+    replicas: int = 1
+    bulk_chunk_docs: int = BULK_CHUNK_DOCS
+
+    def sink(self) -> ElasticsearchIndexSink:
+        return ElasticsearchIndexSink(self.es, replicas=self.replicas, bulk_chunk_docs=self.bulk_chunk_docs)

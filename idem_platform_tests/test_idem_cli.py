@@ -1,0 +1,63 @@
+"""The `idem` command line: the main command twice gives the same summary; embedded services when none are set."""
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from idem_platform_tests.cli_runs import BIN, run
+
+
+def summary(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("partition "))
+    return [line for line in lines[start + 1:] if re.match(r"\d{4}-\d{2}-\d{2} ", line)]
+
+
+@pytest.mark.slow
+def test_idem_run_twice_prints_identical_rows_and_fingerprints(cli_env):
+    first = run([str(BIN / "idem"), "run", "--days", "2"], cli_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run([str(BIN / "idem"), "run", "--days", "2"], cli_env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert summary(first.stdout) == summary(second.stdout)
+    assert len(summary(first.stdout)) == 4  # 2 days x (raw_people, people)
+    assert "this run changed 4 of 4 partitions" in first.stdout
+    assert "this run changed 0 of 4 partitions" in second.stdout
+    assert "dagster dev -w workspace.yaml" in second.stdout
+    with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
+        counts = conn.execute(f'SELECT count(*) FROM "{cli_env["IDEM_PG_SCHEMA"]}".people GROUP BY partition_date').fetchall()
+    assert counts == [(1000,), (1000,)]
+    history = json.loads(run([str(BIN / "idem"), "ledger", "people", "--json"], cli_env).stdout)
+    mine = [h for h in history if h["location"].startswith(cli_env["IDEM_PG_SCHEMA"] + ".")]
+    assert [h["changed"] for h in mine] == [True, True, False, False]
+
+
+@pytest.mark.slow
+def test_idem_up_starts_embedded_postgres_when_no_server_is_configured(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("IDEM_PG_DSN", "DAGSTER_HOME")}
+    env["IDEM_STATE_DIR"] = str(tmp_path / "state")
+    done = run([str(BIN / "idem"), "up"], env)
+    pgdata = tmp_path / "state" / "postgres"
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "embedded server (IDEM_PG_DSN unset)" in done.stdout
+        dsn = (tmp_path / "state" / "postgres.dsn").read_text().strip()
+        yaml = (tmp_path / "state" / "dagster_home" / "dagster.yaml").read_text()
+        assert "postgres_url" in yaml and "IDEM_PG_DSN" in yaml
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]  # instance migrated
+    finally:
+        pid_file = pgdata / "postmaster.pid"
+        if pid_file.exists():
+            pid = int(Path(pid_file).read_text().split()[0])
+            os.kill(pid, signal.SIGINT)  # fast shutdown
+            for _ in range(50):
+                if not pid_file.exists():
+                    break
+                time.sleep(0.1)
