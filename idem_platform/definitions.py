@@ -24,6 +24,6 @@ defs = dg.Definitions(
     resources={
         "postgres": postgres,
         "lake_io": FilePartitionIOManager(postgres=postgres, lake=LakeResource(root=lake_dir())),
-        "warehouse_io": PostgresPartitionIOManager(postgres=postgres, schema=warehouse_schema()),
+        "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema=warehouse_schema()),
     },
 )

@@ -93,7 +93,7 @@ def store_resources(postgres, lake) -> dict:
     return {
         "postgres": postgres,
         "lake_io": FilePartitionIOManager(postgres=postgres, lake=lake),
-        "warehouse_io": PostgresPartitionIOManager(postgres=postgres, schema="warehouse"),
+        "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema="warehouse"),
     }
 
 

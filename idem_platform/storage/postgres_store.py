@@ -156,7 +156,7 @@ class PostgresTableSink(PartitionSink):
 class PostgresPartitionIOManager(PartitionIOManager):
     """Daily partitions of an asset as rows of `<schema>.<asset>` (schema default: IDEM_PG_SCHEMA or `warehouse`)."""
 
-    schema: str = ""
+    db_schema: str = ""
 
     def sink(self) -> PostgresTableSink:
-        return PostgresTableSink(self.postgres, self.schema or warehouse_schema())
+        return PostgresTableSink(self.postgres, self.db_schema or warehouse_schema())

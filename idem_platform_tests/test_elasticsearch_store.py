@@ -1,0 +1,367 @@
+"""The Elasticsearch index sink against a real HTTP search server (osmem by default, IDEM_ES_URL if set).
+
+Every test writes one day (2026-01-05) of 1,000 realistic people (the people pipeline's Faker generator and
+cleaning) through the whole write path: `dagster.materialize` with the IO manager, or `publish_partitions`
+with the sink where a test needs many writers or a crash. Fixtures: `es` and `search_asset_name` from
+`idem_platform_tests.search_server`, `postgres`/`store_resources` (lock, ledger, warehouse) from conftest.py.
+"""
+
+
+import functools
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from elasticsearch import helpers
+
+from idem_platform.assets.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people
+from idem_platform.declare import idem_asset
+from idem_platform.storage import ledger
+from idem_platform.storage.audit import AuditRules
+from idem_platform.storage.elasticsearch_store import (
+    ElasticsearchIndexSink,
+    ElasticsearchPartitionIOManager,
+    ElasticsearchResource,
+    PartitionNotFound,
+    PlainJsonHttpNode,
+    elasticsearch_from_env,
+)
+from idem_platform.storage.fingerprint import fingerprint
+from idem_platform.storage.partition_store import AssetTarget, publish_partitions
+from idem_platform.storage.postgres_store import PostgresTableSink
+from idem_platform.storage.schema import TableDeclaration
+from idem_platform_tests.search_server import external_search_url
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAY = "2026-01-05"
+ROWS = 1000
+PEOPLE_DECL = TableDeclaration.build(PEOPLE_COLUMNS, ["person_id"])
+RAW_DECL = TableDeclaration.build(RAW_PEOPLE_COLUMNS, ["person_id"])
+PRE_EPOCH = pd.Timestamp("1969-07-20T20:17:40Z")  # date_nanos (the declared timestamp mapping) refuses it
+
+
+@functools.lru_cache(maxsize=64)
+def _people(day: str, rows: int) -> pd.DataFrame:
+    return PEOPLE_DECL.coerce(clean_people(RAW_DECL.coerce(generate_people(day, rows))))
+
+
+def people_frame(day: str = DAY, rows: int = ROWS) -> pd.DataFrame:
+    """The cleaned people of a day in declared dtypes (a copy: callers may change it)."""
+    return _people(day, rows).copy()
+
+
+class SearchPeopleConfig(dg.Config):
+    rows_per_day: int = ROWS
+    pre_epoch_rows: int = 0  # rows whose created_at the search mapping cannot index
+
+
+def people_assets(name: str) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The same people asset twice: in the search index (`name`) and in the warehouse (`<name>_wh`)."""
+
+    def compute(context: dg.AssetExecutionContext, config: SearchPeopleConfig) -> pd.DataFrame:
+        frame = pd.concat([people_frame(day, config.rows_per_day) for day in context.partition_keys], ignore_index=True)
+        if config.pre_epoch_rows:
+            frame.loc[frame.index[: config.pre_epoch_rows], "created_at"] = PRE_EPOCH
+        return frame
+
+    search = idem_asset(columns=PEOPLE_COLUMNS, key=["person_id"], io_manager_key="search_io", name=name)(compute)
+    warehouse = idem_asset(columns=PEOPLE_COLUMNS, key=["person_id"], io_manager_key="warehouse_io", name=f"{name}_wh")(compute)
+    return search, warehouse
+
+
+def materialize(assets, resources, *, day: str = DAY, last_day: str | None = None, raise_on_error: bool = True, **config):
+    tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last_day} if last_day else None
+    return dg.materialize(
+        assets,
+        partition_key=None if last_day else day,
+        tags=tags,
+        resources=resources,
+        run_config={"ops": {a.op.name: {"config": config} for a in assets}} if config else None,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def target_of(asset: dg.AssetsDefinition) -> AssetTarget:
+    return AssetTarget.from_metadata(asset.key.path[-1], asset.metadata_by_key[asset.key])
+
+
+def target_named(name: str) -> AssetTarget:
+    return AssetTarget(name, PEOPLE_DECL, AuditRules())
+
+
+def physical_indices(sink: ElasticsearchIndexSink, target: AssetTarget, day: str = DAY) -> dict[str, set[str]]:
+    """Every physical index of the day, with its aliases."""
+    found = sink.client.indices.get_alias(index=f"{sink.day_alias(target, day)}-*").body
+    return {index: set(info.get("aliases", {})) for index, info in found.items()}
+
+
+def count(sink: ElasticsearchIndexSink, name: str) -> int:
+    return sink.client.count(index=name).body["count"]
+
+
+def ledger_rows(postgres, asset: str) -> list[ledger.LedgerEntry]:
+    with postgres.connect() as conn:
+        return ledger.history(conn, asset)
+
+
+def assert_one_published_index(sink, target, day: str = DAY, docs: int = ROWS) -> str:
+    """The day holds `docs` documents, through both aliases, in exactly one physical index; returns its name."""
+    indices = physical_indices(sink, target, day)
+    assert len(indices) == 1, indices
+    [(index, aliases)] = indices.items()
+    assert aliases == {sink.day_alias(target, day), sink.read_alias(target)}
+    assert count(sink, sink.day_alias(target, day)) == docs
+    return index
+
+
+@pytest.fixture
+def search_io(postgres, es) -> ElasticsearchPartitionIOManager:
+    return ElasticsearchPartitionIOManager(postgres=postgres, es=es)
+
+
+@pytest.fixture
+def resources(store_resources, search_io) -> dict:
+    return {**store_resources, "search_io": search_io}
+
+
+@pytest.fixture
+def sink(es) -> ElasticsearchIndexSink:
+    return ElasticsearchIndexSink(es)
+
+
+def test_three_reruns_replace_the_day_with_one_fingerprint(resources, postgres, sink, search_asset_name):
+    search, warehouse = people_assets(search_asset_name())
+    target = target_of(search)
+    indices = []
+    for _ in range(3):
+        result = materialize([search], resources)
+        indices.append(assert_one_published_index(sink, target))
+        assert count(sink, sink.read_alias(target)) == ROWS
+        metadata = result.asset_materializations_for_node(search.op.name)[0].metadata
+        assert metadata["row_count"].value == ROWS and metadata["location"].value == indices[-1]
+    assert len(set(indices)) == 3, "every write creates its own physical index"
+
+    rows = ledger_rows(postgres, target.asset)
+    assert [(e.sink, e.row_count, e.changed) for e in rows] == [("elasticsearch", ROWS, True)] + [("elasticsearch", ROWS, False)] * 2
+    assert [e.location for e in rows] == indices
+    published = rows[-1].fingerprint
+    assert {e.fingerprint for e in rows} == {published}
+
+    # The same frame through the PostgreSQL store, and what both sinks read back, hash the same.
+    materialize([warehouse], resources)
+    [pg_entry] = ledger_rows(postgres, warehouse.key.path[-1])
+    assert pg_entry.fingerprint == published
+    from_index = sink.read(target, [DAY])
+    from_table = PostgresTableSink(postgres, "warehouse").read(target_of(warehouse), [DAY])
+    assert fingerprint(from_index, target.decl) == published == fingerprint(people_frame(), PEOPLE_DECL)
+    pd.testing.assert_frame_equal(from_index, from_table)
+
+
+def _concurrent_writes(writers: int, es, postgres, target) -> list:
+    frame, barrier, results = people_frame(), threading.Barrier(writers), [None] * writers
+
+    def write(i: int) -> None:
+        sink = ElasticsearchIndexSink(es)
+        barrier.wait()
+        try:
+            results[i] = publish_partitions(sink, postgres, target, [DAY], frame.copy(), f"writer{i:02d}-{uuid.uuid4()}")
+        except BaseException as exc:  # recorded, asserted below
+            results[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+@pytest.mark.parametrize("writers", [3, 10])
+def test_concurrent_writers_end_in_one_published_index(writers, es, postgres, sink, search_asset_name):
+    target = target_named(search_asset_name())
+    results = _concurrent_writes(writers, es, postgres, target)
+    assert all(isinstance(r, list) for r in results), results
+
+    index = assert_one_published_index(sink, target)
+    assert count(sink, sink.read_alias(target)) == ROWS
+    assert sink.orphans(target, DAY) == []
+    rows = ledger_rows(postgres, target.asset)
+    assert len(rows) == writers and rows[-1].location == index
+    assert [e.changed for e in rows] == [True] + [False] * (writers - 1)
+    assert fingerprint(sink.read(target, [DAY]), target.decl) == rows[-1].fingerprint
+
+
+def test_zero_row_rerun_empties_the_day(resources, postgres, sink, search_asset_name):
+    search, _ = people_assets(search_asset_name())
+    target = target_of(search)
+    materialize([search], resources)
+    materialize([search], resources, rows_per_day=0)
+
+    assert_one_published_index(sink, target, docs=0)
+    assert count(sink, sink.read_alias(target)) == 0
+    last = ledger_rows(postgres, target.asset)[-1]
+    assert (last.row_count, last.changed, last.fingerprint) == (0, True, "0" * 16)
+    assert sink.read(target, [DAY]).empty
+
+
+def test_range_run_publishes_thirty_day_aliases(resources, postgres, sink, search_asset_name):
+    search, _ = people_assets(search_asset_name())
+    target = target_of(search)
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range("2026-01-01", "2026-01-30")]
+    result = materialize([search], resources, day=days[0], last_day=days[-1], rows_per_day=20)
+    assert result.success
+
+    aliased = sink.client.indices.get_alias(index=sink.read_alias(target)).body
+    assert len(aliased) == 30
+    day_aliases = {a for info in aliased.values() for a in info["aliases"]} - {sink.read_alias(target)}
+    assert day_aliases == {sink.day_alias(target, d) for d in days}
+    for day in days:
+        assert_one_published_index(sink, target, day, docs=20)
+    assert count(sink, sink.read_alias(target)) == 600
+    assert sorted(e.partition for e in ledger_rows(postgres, target.asset)) == days
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import json, os, sys
+    from idem_platform.resources import PostgresResource
+    from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink, ElasticsearchResource, elasticsearch_from_env
+    from idem_platform.storage.partition_store import publish_partitions
+    from idem_platform_tests.test_elasticsearch_store import DAY, people_frame, target_named
+
+    args = json.loads(sys.argv[1])
+
+    class DiesAfterStaging(ElasticsearchIndexSink):
+        def verify_staged(self, conn, target, staged, digests):
+            print(json.dumps(staged), flush=True)
+            os._exit(137)  # like SIGKILL: no cleanup, no rollback, the connection just drops
+
+    es = ElasticsearchResource(**args["es"]) if args["es"] else elasticsearch_from_env()
+    sink = DiesAfterStaging(es)
+    publish_partitions(sink, PostgresResource(dsn=args["dsn"]), target_named(args["asset"]), [DAY], people_frame(), args["run_id"])
+    """
+)
+
+
+def test_write_that_dies_after_staging_leaves_an_orphan_the_next_write_removes(es, pg_dsn, postgres, sink, search_asset_name):
+    target = target_named(search_asset_name())
+    [before] = publish_partitions(sink, postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+
+    # On IDEM_ES_URL's cluster the child reads the same environment (credentials never pass through argv).
+    es_args = None if external_search_url() else {"url": es.url, "plain_json": es.plain_json}
+    args = {"es": es_args, "dsn": pg_dsn, "asset": target.asset, "run_id": f"crashed0-{uuid.uuid4()}"}
+    child = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, json.dumps(args)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert child.returncode == 137, child.stderr
+    staged = json.loads(child.stdout.strip().splitlines()[-1])[DAY]
+
+    # The published day is whole, the ledger untouched, the staged index left behind under no alias.
+    aliases = {sink.day_alias(target, DAY), sink.read_alias(target)}
+    assert physical_indices(sink, target) == {before.location: aliases, staged: set()}
+    assert count(sink, sink.day_alias(target, DAY)) == count(sink, sink.read_alias(target)) == ROWS
+    assert fingerprint(sink.read(target, [DAY]), target.decl) == before.fingerprint
+    assert [e.run_id for e in ledger_rows(postgres, target.asset)] == [before.run_id]
+    assert sink.orphans(target, DAY) == [staged]
+    assert count(sink, staged) == ROWS
+
+    [after] = publish_partitions(ElasticsearchIndexSink(es), postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+    assert sink.orphans(target, DAY) == []
+    assert assert_one_published_index(sink, target) == after.location
+    assert not after.changed
+
+
+def test_readers_never_see_a_partial_day_during_reruns(es, postgres, sink, search_asset_name):
+    target = target_named(search_asset_name())
+    publish_partitions(sink, postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+    day_alias, read_alias = sink.day_alias(target, DAY), sink.read_alias(target)
+    samples: list[tuple[str, object]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        reader = es.client()
+        while not stop.is_set():
+            for alias in (day_alias, read_alias):
+                try:
+                    samples.append((alias, reader.count(index=alias).body["count"]))
+                except Exception as exc:  # an error is a sample too: a reader must never get one
+                    samples.append((alias, repr(exc)))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        for _ in range(20):
+            publish_partitions(ElasticsearchIndexSink(es), postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+
+    seen = {(alias, value) for alias, value in samples}
+    assert seen == {(day_alias, ROWS), (read_alias, ROWS)}, [s for s in samples if s[1] != ROWS][:5]
+    assert len(samples) >= 100, len(samples)
+    assert len(ledger_rows(postgres, target.asset)) == 21
+
+
+def test_rejected_documents_fail_the_run_and_keep_the_published_day(resources, postgres, sink, search_asset_name):
+    search, _ = people_assets(search_asset_name())
+    target = target_of(search)
+    materialize([search], resources)
+    [published] = ledger_rows(postgres, target.asset)
+
+    result = materialize([search], resources, raise_on_error=False, pre_epoch_rows=3)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.to_string()
+    rejected = people_frame()["person_id"].head(3).tolist()
+    assert f"asset {target.asset!r}" in message and "rejected 3 documents" in message and f"{DAY}: 3" in message
+    for person_id in rejected:
+        assert f"{DAY} id {person_id!r}" in message
+    assert "before the epoch" in message or "date_nanos" in message  # the server's reason is passed on
+
+    assert assert_one_published_index(sink, target) == published.location
+    assert fingerprint(sink.read(target, [DAY]), target.decl) == published.fingerprint
+    assert ledger_rows(postgres, target.asset) == [published]
+    assert sink.orphans(target, DAY) == []
+
+
+def test_reading_a_day_never_published_names_asset_and_day(sink, search_asset_name):
+    target = target_named(search_asset_name())
+    with pytest.raises(PartitionNotFound, match=rf"{target.asset}.*2026\.01\.06.*2026-01-06"):
+        sink.read(target, ["2026-01-06"])
+
+
+def test_plain_json_node_is_what_an_opensearch_compatible_server_needs(es):
+    if external_search_url():
+        pytest.skip("the 406 is specific to OpenSearch-compatible servers")
+    document = {"partition_date": DAY}
+    with pytest.raises(Exception, match="406|not supported"):
+        ElasticsearchResource(url=es.url, plain_json=False).client().index(index="compat-check", document=document)
+    client = es.client()
+    assert isinstance(client.transport.node_pool.get(), PlainJsonHttpNode)
+    assert client.index(index="compat-check", document=document, refresh=True).body["result"] == "created"
+    assert helpers.bulk(client, [{"_index": "compat-check", "_source": document}]) == (1, [])  # x-ndjson too
+
+
+def test_resource_from_env_keeps_credentials_out_of_config_and_repr(monkeypatch):
+    monkeypatch.setenv("IDEM_ES_URL", "https://search.example:9200")
+    monkeypatch.setenv("IDEM_ES_USERNAME", "idem")
+    monkeypatch.setenv("IDEM_ES_PASSWORD", "s3cret-pa55")
+    monkeypatch.delenv("IDEM_ES_API_KEY", raising=False)
+    monkeypatch.delenv("IDEM_ES_PLAIN_JSON", raising=False)
+    resource = elasticsearch_from_env()
+    assert resource.plain_json is True
+    assert isinstance(resource.password, dg.EnvVar) and resource.password == "IDEM_ES_PASSWORD"
+    assert "s3cret" not in repr(resource) and "s3cret" not in repr(resource.process_config_and_initialize())
+    assert resource.client().transport.node_pool.get().config.host == "search.example"
+    monkeypatch.setenv("IDEM_ES_PLAIN_JSON", "false")
+    assert elasticsearch_from_env().plain_json is False
