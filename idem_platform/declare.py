@@ -11,6 +11,7 @@ wraps `@dg.asset` with what every asset of the platform needs:
   the audit bounds as metadata;
 - the returned frame coerced to the declared dtypes and fingerprinted once per day; the digests travel to the
   IO manager on the frame (`DataFrame.attrs`) so nothing is hashed twice;
+- `same_rows_as=<upstream>`: a generated check that each day has as many rows as the upstream's day;
 - the fingerprint as the output's `DataVersion` (for a range run, Dagster stamps one version on every partition
   of the range: the fingerprint of the whole range; per-day fingerprints are exact in metadata and the ledger).
 """
@@ -27,7 +28,13 @@ import pandas as pd
 from .partitions import daily_partitions, validate_partition_keys
 from .storage.audit import AuditRules
 from .storage.fingerprint import combine, partition_digests
-from .storage.partition_store import AUDIT_METADATA, DIGESTS_ATTR, KEY_METADATA, SCHEMA_METADATA
+from .storage.partition_store import (
+    AUDIT_METADATA,
+    DIGESTS_ATTR,
+    KEY_METADATA,
+    SAME_ROWS_METADATA,
+    SCHEMA_METADATA,
+)
 from .storage.schema import Column, TableDeclaration
 
 
@@ -38,6 +45,7 @@ def idem_asset(
     io_manager_key: str,
     min_rows: int | None = None,
     max_rows: int | None = None,
+    same_rows_as: str | None = None,
     metadata: Mapping[str, object] | None = None,
     **asset_kwargs,
 ) -> Callable[[Callable[..., pd.DataFrame]], dg.AssetsDefinition]:
@@ -71,6 +79,7 @@ def idem_asset(
                 SCHEMA_METADATA: decl.table_schema(),
                 KEY_METADATA: list(decl.key),
                 AUDIT_METADATA: rules.as_metadata(),
+                **({SAME_ROWS_METADATA: same_rows_as} if same_rows_as else {}),
             },
             **asset_kwargs,
         )(compute)

@@ -1,13 +1,15 @@
-"""The single Definitions object: assets, resources and IO managers, jobs, schedules."""
+"""The single Definitions object: assets, asset checks, resources and IO managers, jobs, schedules."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from .assets import people as people_assets
+from .checks import checks_for
 from .resources import LakeResource, lake_dir, postgres_from_env, warehouse_schema
 from .storage.file_store import FilePartitionIOManager
 from .storage.postgres_store import PostgresPartitionIOManager
+from .verification import verify_job
 
 postgres = postgres_from_env()
 
@@ -17,9 +19,12 @@ people_job = dg.define_asset_job(
     description="Generate, clean and load one day (or a range) of people.",
 )
 
+assets = [people_assets.raw_people, people_assets.people]
+
 defs = dg.Definitions(
-    assets=[people_assets.raw_people, people_assets.people],
-    jobs=[people_job],
+    assets=assets,
+    asset_checks=checks_for(assets),
+    jobs=[people_job, verify_job],
     schedules=[dg.build_schedule_from_partitioned_job(people_job, hour_of_day=1)],
     resources={
         "postgres": postgres,

@@ -308,7 +308,7 @@ def test_readers_never_see_a_partial_day_during_reruns(es, postgres, sink, searc
 
     seen = {(alias, value) for alias, value in samples}
     assert seen == {(day_alias, ROWS), (read_alias, ROWS)}, [s for s in samples if s[1] != ROWS][:5]
-    assert len(samples) >= 100, len(samples)
+    assert len(samples) >= 200, len(samples)
     assert len(ledger_rows(postgres, target.asset)) == 21
 
 

@@ -125,6 +125,7 @@ def clean_people(raw: pd.DataFrame) -> pd.DataFrame:
     columns=PEOPLE_COLUMNS,
     key=["person_id"],
     io_manager_key="warehouse_io",
+    same_rows_as="raw_people",
     group_name="people",
     owners=["team:data-platform"],
     kinds={"python", "postgres"},

@@ -30,6 +30,8 @@ import psycopg
 from ..partitions import validate_partition_keys
 from ..resources import PostgresResource
 from . import ledger
+from .dry_run import CAPTURE_TAG
+from .dry_run import capture as capture_dry_run_frame
 from .audit import AuditRules, audit_frame
 from .fingerprint import PartitionDigest, partition_digests
 from .schema import TableDeclaration
@@ -38,6 +40,7 @@ DIGESTS_ATTR = "idem.partition_digests"
 KEY_METADATA = "idem/key"
 AUDIT_METADATA = "idem/audit"
 SCHEMA_METADATA = "dagster/column_schema"
+SAME_ROWS_METADATA = "idem/same_rows_as"
 
 _log = logging.getLogger("idem_platform.storage")
 
@@ -181,6 +184,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     """Base IO manager: every sink-specific IO manager only says which sink it builds."""
 
     postgres: PostgresResource
+    dry_run: bool = False  # audit and hand the frame to `idem verify` instead of publishing
 
     @abc.abstractmethod
     def sink(self) -> PartitionSink: ...
@@ -190,6 +194,15 @@ class PartitionIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError(f"asset {target.asset!r} must be daily-partitioned")
         days = list(context.asset_partition_keys)
+        if CAPTURE_TAG in context.step_context.run_tags and not self.dry_run:
+            raise dg.DagsterInvariantViolationError(
+                f"asset {target.asset!r}: a verification run reached a publishing IO manager; nothing was written"
+            )
+        if self.dry_run:
+            frame, _ = digests_of(obj, target.decl, days)
+            audit_frame(target.asset, frame, days, target.decl, target.rules)
+            capture_dry_run_frame(context, frame)
+            return
         entries = publish_partitions(self.sink(), self.postgres, target, days, obj, context.run_id, context.log)
         if len(entries) == 1:
             context.add_output_metadata({**partition_metadata(entries[0]), SCHEMA_METADATA: target.decl.table_schema()})

@@ -1,0 +1,96 @@
+"""Asset checks generated for every daily-partitioned asset with a declared key.
+
+For each asset declared with `@idem_asset`, per partition of the run (the checks are partitioned like the asset):
+
+- `unique_key`: no two rows of a day share the declared key, as the sink holds them now;
+- `fingerprint_matches_ledger`: the sink's content hashes to the fingerprint the ledger recorded at publish,
+  i.e. nobody changed the partition behind the pipeline's back (the same test as `idem verify`'s `drifted`);
+- `row_count_matches_upstream`: where the asset declares `same_rows_as=<upstream>`, its day has as many rows
+  as the upstream's published day.
+
+They read the sink through the asset's own IO manager, so they work for every sink. They are not blocking:
+the audit before publish is what keeps bad data out; these checks watch what happens after.
+"""
+
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+from .partitions import daily_partitions
+from .storage import ledger
+from .storage.fingerprint import partition_digests
+from .storage.partition_store import KEY_METADATA, SAME_ROWS_METADATA, AssetTarget
+from .storage.schema import PARTITION_COLUMN
+from .verification import published_digests, sink_frame
+
+
+def _target(assets_def: dg.AssetsDefinition) -> AssetTarget:
+    return AssetTarget.from_metadata(assets_def.key.path[-1], assets_def.specs_by_key[assets_def.key].metadata)
+
+
+def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
+    key = assets_def.key
+    io_key = assets_def.get_io_manager_key_for_asset_key(key)
+    target = _target(assets_def)
+    key_cols = [PARTITION_COLUMN, *target.decl.key]
+
+    @dg.asset_check(
+        asset=key, name="unique_key", partitions_def=daily_partitions, required_resource_keys={io_key},
+        description=f"No two rows of a day share ({', '.join(target.decl.key)}) in the sink.",
+    )
+    def unique_key(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        frame = sink_frame(getattr(context.resources, io_key), target, context.partition_keys)
+        duplicated = frame.duplicated(subset=key_cols, keep=False)
+        examples = frame.loc[duplicated, list(target.decl.key)].drop_duplicates().head(5).astype(str)
+        return dg.AssetCheckResult(
+            passed=not duplicated.any(),
+            metadata={"duplicate_rows": int(duplicated.sum()), "examples": examples.to_dict("records")},
+        )
+
+    @dg.asset_check(
+        asset=key, name="fingerprint_matches_ledger", partitions_def=daily_partitions, required_resource_keys={io_key},
+        description="The sink still holds what was published: its content fingerprint equals the ledger's.",
+    )
+    def fingerprint_matches_ledger(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        io_manager = getattr(context.resources, io_key)
+        days = list(context.partition_keys)
+        now = partition_digests(sink_frame(io_manager, target, days), target.decl, days)
+        published = published_digests(io_manager, target, days)
+        drifted = {
+            d: {"ledger": published[d].fingerprint if d in published else None, "sink": now[d].fingerprint}
+            for d in days
+            if d not in published or published[d].fingerprint != now[d].fingerprint
+        }
+        return dg.AssetCheckResult(passed=not drifted, metadata={"drifted_partitions": drifted, "checked": len(days)})
+
+    checks = [unique_key, fingerprint_matches_ledger]
+    upstream = assets_def.specs_by_key[key].metadata.get(SAME_ROWS_METADATA)
+    if upstream:
+
+        @dg.asset_check(
+            asset=key, name="row_count_matches_upstream", partitions_def=daily_partitions,
+            required_resource_keys={io_key},
+            description=f"Each day has as many rows as the published day of {upstream}.",
+        )
+        def row_count_matches_upstream(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            io_manager = getattr(context.resources, io_key)
+            days = list(context.partition_keys)
+            now = partition_digests(sink_frame(io_manager, target, days), target.decl, days)
+            with io_manager.postgres.connect() as conn:
+                upstream_rows = {e.partition: e.row_count for e in ledger.history(conn, asset=upstream, days=days)}
+            mismatched = {d: {"rows": now[d].rows, upstream: upstream_rows.get(d)} for d in days if now[d].rows != upstream_rows.get(d)}
+            return dg.AssetCheckResult(passed=not mismatched, metadata={"mismatched_partitions": mismatched})
+
+        checks.append(row_count_matches_upstream)
+    return checks
+
+
+def checks_for(assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
+    """Checks for every asset declared with `@idem_asset` (those with a declared key)."""
+    return [
+        check
+        for assets_def in assets
+        if isinstance(assets_def, dg.AssetsDefinition) and KEY_METADATA in assets_def.specs_by_key[assets_def.key].metadata
+        for check in partition_checks(assets_def)
+    ]
