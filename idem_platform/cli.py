@@ -24,6 +24,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+import dagster as dg
+
 from . import partitions
 from .partitions import InvalidPartitionKey
 from .resources import PostgresResource, postgres_for_cli
@@ -123,14 +125,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .definitions import defs
     from .verification import exit_code, verify_partitions
 
-    days = _days_arg(args)
-    if not days:
-        print("idem verify: give --partition DAY or --range A...B", file=sys.stderr)
-        return 3
     try:
+        days = _days_arg(args)
         verdicts = verify_partitions(defs, args.asset, days, json.loads(args.config_json) if args.config_json else None)
     except Exception as exc:  # noqa: BLE001 - any failure to verify is exit 3, with its cause
-        print(f"idem verify: could not verify {args.asset} {days[0]}..{days[-1]}: {exc}", file=sys.stderr)
+        print(f"idem verify: could not verify {args.asset} {args.partition or args.range}: {exc}", file=sys.stderr)
         return 3
     if args.json:
         print(json.dumps([v.as_dict() for v in verdicts], indent=2))
@@ -146,8 +145,16 @@ def _add_partition_args(parser: argparse.ArgumentParser, required: bool = False)
     group.add_argument("--range", help="days A...B, inclusive")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3, never 1 or 2: those mean `differs` and `drifted` to scripts calling idem verify."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start or locate services and write DAGSTER_HOME/dagster.yaml").set_defaults(func=cmd_up)
     run = sub.add_parser("run", help="materialize the main job for the last N days in one run and print a summary")
@@ -173,14 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the dagster subprocesses
-    warnings.filterwarnings("ignore", module="dagster")
-    warnings.filterwarnings("ignore", category=UserWarning)
+    for category in (dg.BetaWarning, dg.PreviewWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (InvalidPartitionKey, RuntimeError) as exc:
         print(f"idem: {exc}", file=sys.stderr)
-        return 2
+        return 3
     except subprocess.CalledProcessError as exc:
         print(f"idem: {' '.join(map(str, exc.cmd))} failed:\n{exc.stdout or ''}{exc.stderr or ''}", file=sys.stderr)
         return exc.returncode or 1

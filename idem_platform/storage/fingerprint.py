@@ -44,7 +44,7 @@ def _column_hashes(series: pd.Series, type_name: str) -> np.ndarray:
     null = series.isna().to_numpy()
     if type_name == "string":
         values = series.to_numpy(dtype=object, na_value="")
-        hashes = hash_array(values, categorize=True)
+        hashes = hash_array(values, categorize=False)  # factorizing first is slower on mostly-unique text
     elif type_name in ("int", "bool"):
         hashes = hash_array(series.to_numpy(dtype="int64", na_value=0))
     elif type_name == "float":
@@ -92,14 +92,14 @@ def fingerprint(frame: pd.DataFrame, decl: TableDeclaration) -> str:
 def partition_digests(frame: pd.DataFrame, decl: TableDeclaration, days: list[str]) -> dict[str, PartitionDigest]:
     """Row count and fingerprint of every day in `days` (days without rows get the empty digest)."""
     hashes = row_hashes(frame, decl)
-    keys = frame[PARTITION_COLUMN].dt.strftime("%Y-%m-%d").to_numpy() if len(frame) else np.array([], object)
     digests = {day: PartitionDigest(0, _format(np.uint64(0))) for day in days}
     if len(frame):
-        grouped = pd.DataFrame({"day": keys, "h": hashes}).groupby("day", sort=False)["h"]
+        # group on the day's raw datetime value; only the distinct days are formatted as keys
+        grouped = pd.Series(hashes).groupby(frame[PARTITION_COLUMN].to_numpy(), sort=False)
         with np.errstate(over="ignore"):
             for day, group in grouped:
                 total = group.to_numpy().sum(dtype=np.uint64)
-                digests[day] = PartitionDigest(len(group), _format(total))
+                digests[pd.Timestamp(day).strftime("%Y-%m-%d")] = PartitionDigest(len(group), _format(total))
     return digests
 
 

@@ -1,0 +1,142 @@
+"""Provable idempotency: idem verify's verdicts, the generated checks, and DataVersion-based staleness."""
+
+import pandas as pd
+import psycopg
+import pytest
+import dagster as dg
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from idem_platform.assets.people import people, raw_people
+from idem_platform.checks import checks_for
+from idem_platform.verification import exit_code, verify_partitions
+from idem_platform_tests.cli_runs import BIN, materialize_command, run
+
+DAY = "2026-01-05"
+ASSETS = [raw_people, people]
+
+
+@pytest.fixture
+def defs(store_resources):
+    return dg.Definitions(assets=ASSETS, asset_checks=checks_for(ASSETS), resources=store_resources)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def materialize(defs, instance, *, config=None, selection=None, partition=DAY):
+    return dg.materialize(
+        [*ASSETS, *checks_for(ASSETS)], selection=selection, partition_key=partition, resources=defs.resources,
+        instance=instance, run_config={"ops": {"raw_people": {"config": config}}} if config else None,
+    )
+
+
+def check_results(result):
+    return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
+def run_checks(defs, instance):
+    """Only the checks, for the day (a checks-only run carries the partition as a tag, as the UI's does)."""
+    result = dg.materialize(
+        [*ASSETS, *checks_for(ASSETS)], selection=dg.AssetSelection.checks_for_assets(*ASSETS),
+        tags={"dagster/partition": DAY}, resources=defs.resources, instance=instance,
+    )
+    return check_results(result)
+
+
+ALL_PASS = {
+    ("raw_people", "unique_key"): True, ("raw_people", "fingerprint_matches_ledger"): True,
+    ("people", "unique_key"): True, ("people", "fingerprint_matches_ledger"): True,
+    ("people", "row_count_matches_upstream"): True,
+}
+
+
+def test_identical_after_a_normal_run_and_checks_pass(defs, instance):
+    result = materialize(defs, instance)
+    assert check_results(result) == ALL_PASS
+    for asset in ("raw_people", "people"):
+        [verdict] = verify_partitions(defs, asset, [DAY])
+        assert verdict.status == "identical"
+        assert verdict.recomputed == verdict.published == verdict.in_sink
+    # verifying published nothing: one ledger row per asset
+    with psycopg.connect(defs.resources["postgres"].dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM idem.ledger").fetchone()[0] == 2
+
+
+def test_differs_with_the_right_counts_when_the_generator_config_changes(defs, instance):
+    materialize(defs, instance)
+    [verdict] = verify_partitions(defs, "raw_people", [DAY], {"ops": {"raw_people": {"config": {"rows_per_day": 900}}}})
+    assert verdict.status == "differs" and exit_code([verdict]) == 1
+    assert (len(verdict.added), len(verdict.removed), len(verdict.changed)) == (0, 100, 0)
+    assert verdict.recomputed.rows == 900 and verdict.in_sink.rows == 1000
+    [more] = verify_partitions(defs, "raw_people", [DAY], {"ops": {"raw_people": {"config": {"rows_per_day": 1010}}}})
+    assert (more.status, len(more.added), len(more.removed)) == ("differs", 10, 0)
+    assert run_checks(defs, instance) == ALL_PASS  # nothing was published by verifying
+
+
+def test_drifted_after_a_row_is_edited_directly_in_postgres(defs, instance, pg_dsn):
+    materialize(defs, instance)
+    with psycopg.connect(pg_dsn) as conn:
+        [(person,)] = conn.execute("SELECT person_id FROM warehouse.people ORDER BY person_id LIMIT 1").fetchall()
+        conn.execute("UPDATE warehouse.people SET email = 'someone@else.example' WHERE person_id = %s", (person,))
+    [verdict] = verify_partitions(defs, "people", [DAY])
+    assert verdict.status == "drifted" and exit_code([verdict]) == 2
+    assert verdict.changed == [person] and not verdict.added and not verdict.removed
+    assert run_checks(defs, instance) == {**ALL_PASS, ("people", "fingerprint_matches_ledger"): False}
+
+
+def test_drifted_lake_file_with_duplicates_fails_key_fingerprint_and_row_count_checks(defs, instance, lake):
+    materialize(defs, instance)
+    path = lake.asset_dir("raw_people") / f"{DAY}.parquet"
+    frame = pd.read_parquet(path)
+    pd.concat([frame, frame.head(3)], ignore_index=True).to_parquet(path, index=False)
+    [verdict] = verify_partitions(defs, "raw_people", [DAY])
+    assert verdict.status == "drifted" and verdict.in_sink.rows == 1003
+    results = run_checks(defs, instance)
+    assert results[("raw_people", "unique_key")] is False
+    assert results[("raw_people", "fingerprint_matches_ledger")] is False
+    assert results[("people", "row_count_matches_upstream")] is True  # the ledger's raw count is still 1,000
+
+
+def test_row_count_check_fails_when_downstream_lost_rows(defs, instance, pg_dsn):
+    materialize(defs, instance)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("DELETE FROM warehouse.people WHERE ctid IN (SELECT ctid FROM warehouse.people LIMIT 5)")
+    results = run_checks(defs, instance)
+    assert results[("people", "row_count_matches_upstream")] is False
+    assert results[("people", "fingerprint_matches_ledger")] is False
+    [verdict] = verify_partitions(defs, "people", [DAY])
+    assert verdict.status == "drifted" and len(verdict.added) == 5  # a rerun would add the 5 back
+
+
+def test_unchanged_upstream_rerun_leaves_downstream_fresh_and_a_changed_one_makes_it_stale(defs, instance):
+    materialize(defs, instance)
+    def people_status():
+        return get_stale_status_resolver(instance, ASSETS).get_status(dg.AssetKey("people"), DAY)
+
+    assert people_status() == StaleStatus.FRESH
+    materialize(defs, instance, selection=[raw_people])  # same content, same fingerprint, same DataVersion
+    assert people_status() == StaleStatus.FRESH
+    materialize(defs, instance, selection=[raw_people], config={"rows_per_day": 999})
+    assert people_status() == StaleStatus.STALE
+
+
+@pytest.mark.slow
+def test_idem_verify_cli_exit_codes(cli_env):
+    assert run(materialize_command("raw_people,people", partition=DAY), cli_env).returncode == 0
+    verify = [str(BIN / "idem"), "verify"]
+    ok = run([*verify, "people", "--partition", DAY], cli_env)
+    assert (ok.returncode, ok.stdout.strip()) == (0, f"people {DAY}: identical"), ok.stderr[-2000:]
+    differs = run([*verify, "raw_people", "--partition", DAY, "--config-json",
+                   '{"ops": {"raw_people": {"config": {"rows_per_day": 990}}}}'], cli_env)
+    assert differs.returncode == 1 and "remove 10" in differs.stdout
+    with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
+        conn.execute(f'UPDATE "{cli_env["IDEM_PG_SCHEMA"]}".people SET age = age + 1 WHERE ctid IN '
+                     f'(SELECT ctid FROM "{cli_env["IDEM_PG_SCHEMA"]}".people LIMIT 1)')
+    drifted = run([*verify, "people", "--partition", DAY, "--json"], cli_env)
+    assert drifted.returncode == 2 and '"status": "drifted"' in drifted.stdout
+    bad = run([*verify, "people", "--partition", "2026-02-30"], cli_env)
+    assert bad.returncode == 3 and "'2026-02-30'" in bad.stderr
