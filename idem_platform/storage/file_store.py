@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..resources import LakeResource
+from .faults import fault_point
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
 from .schema import PARTITION_COLUMN
 
@@ -64,6 +65,7 @@ class LakeFileSink(PartitionSink):
                 day_frame = frame[day_keys == day].reset_index(drop=True)
                 with open(temp, "wb") as fh:
                     day_frame.to_parquet(fh, index=False)
+                    fault_point(self.name, "mid_stage", target.asset)  # written, not yet fsynced
                     fh.flush()
                     os.fsync(fh.fileno())
         except BaseException:

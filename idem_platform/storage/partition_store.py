@@ -33,6 +33,7 @@ from . import ledger
 from .dry_run import CAPTURE_TAG
 from .dry_run import capture as capture_dry_run_frame
 from .audit import AuditRules, audit_frame
+from .faults import fault_point
 from .fingerprint import PartitionDigest, partition_digests
 from .schema import TableDeclaration
 
@@ -124,13 +125,17 @@ def publish_partitions(
         log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
         ledger.lock_partitions(conn, target.asset, days)
         previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days)
+        fault_point(sink.name, "before_stage", target.asset)
         staged = sink.stage(conn, target, days, frame, run_id)
         try:
+            fault_point(sink.name, "after_stage", target.asset)
             sink.verify_staged(conn, target, staged, digests)
+            fault_point(sink.name, "after_audit", target.asset)
             sink.publish(conn, target, staged)
         except BaseException:
             sink.discard(target, staged)
             raise
+        fault_point(sink.name, "after_publish", target.asset)
         entries = [
             ledger.LedgerEntry(
                 asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
@@ -140,6 +145,8 @@ def publish_partitions(
             for day in days
         ]
         ledger.record(conn, entries)
+        fault_point(sink.name, "after_ledger", target.asset)
+    fault_point(sink.name, "after_commit", target.asset)
     changed = sum(e.changed for e in entries)
     log.info(
         f"{target.asset}: published {_span(days)} to {sink.name} "

@@ -24,6 +24,7 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from ..resources import PostgresResource, warehouse_schema
+from .faults import fault_point
 from .fingerprint import PartitionDigest
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
 from .schema import PARTITION_COLUMN, SchemaError
@@ -118,6 +119,7 @@ class PostgresTableSink(PartitionSink):
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self.table(target), names)) as copy:
                 for chunk in csv_chunks(frame):
                     copy.write(chunk)
+                    fault_point(self.name, "mid_stage", target.asset)
         return list(days)
 
     def verify_staged(self, conn, target, staged, digests: dict[str, PartitionDigest]) -> None:

@@ -1,0 +1,42 @@
+"""Fault points: a test-only way to make a partition write die at a chosen step, to prove crash safety.
+
+Set `IDEM_FAULT=<point>` or `IDEM_FAULT=<sink>:<point>` (sink: postgres, lake, elasticsearch) in the environment
+of a run, optionally `IDEM_FAULT_ASSET=<asset>`; the process dies when the write reaches that point, with no
+cleanup at all, as a power cut or `kill -9` would leave it:
+
+    before_stage   partition lock held, nothing written yet
+    mid_stage      inside the COPY / bulk / file write, after the first chunk
+    after_stage    everything staged, not yet verified
+    after_audit    staged content verified, not yet published
+    after_publish  published in the sink (alias swapped, file replaced), ledger not yet written
+    after_ledger   ledger rows written, transaction not yet committed
+    after_commit   everything committed
+
+`IDEM_FAULT_MODE=exit` (default) calls `os._exit(137)`; `kill` sends SIGKILL to the process itself. Unset, every
+fault point is a no-op costing one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = ("before_stage", "mid_stage", "after_stage", "after_audit", "after_publish", "after_ledger", "after_commit")
+EXIT_CODE = 137
+
+
+def fault_point(sink: str, point: str, asset: str | None = None) -> None:
+    wanted = os.environ.get("IDEM_FAULT")
+    if not wanted:
+        return
+    if point not in POINTS:  # pragma: no cover - a typo in the platform itself
+        raise ValueError(f"unknown fault point {point!r}")
+    target_sink, _, target_point = wanted.rpartition(":")
+    if target_point != point or (target_sink and target_sink != sink):
+        return
+    only_asset = os.environ.get("IDEM_FAULT_ASSET")
+    if only_asset and asset and only_asset != asset:
+        return
+    if os.environ.get("IDEM_FAULT_MODE") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(EXIT_CODE)
