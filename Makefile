@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up clean
+.PHONY: install run test up dev clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: install
 
 up: install
 	$(BIN)/idem up
+
+dev: install
+	$(BIN)/idem dev
 
 test: install
 	$(BIN)/pytest

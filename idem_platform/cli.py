@@ -1,6 +1,7 @@
 """`idem`: the platform's command line.
 
     idem up                       start/locate services, write DAGSTER_HOME/dagster.yaml, print the environment
+    idem dev [--host --port]      services + dagster-webserver (127.0.0.1:3000) + dagster-daemon; Ctrl-C stops all
     idem run [--days 7]           materialize the main job for the last N days as ONE --partition-range run,
                                   then print a per-partition summary (rows, fingerprint) from the ledger
     idem ledger [ASSET] [--partition DAY | --range A...B] [--json]
@@ -97,6 +98,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Webserver and daemon on the same dagster-postgres instance; Ctrl-C stops them (and embedded services)."""
+    from .services import dev_processes
+
+    services = ensure_services()
+    _print_services(services)
+    print(f"\nDagster UI: http://{args.host}:{args.port}  (Ctrl-C stops the webserver and the daemon)", flush=True)
+    return dev_processes(services, host=args.host, port=args.port)
+
+
 def _days_arg(args: argparse.Namespace) -> list[str] | None:
     if args.partition:
         partitions.parse_partition_key(args.partition)
@@ -157,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start or locate services and write DAGSTER_HOME/dagster.yaml").set_defaults(func=cmd_up)
+    dev = sub.add_parser("dev", help="start services, dagster-webserver and dagster-daemon on one instance")
+    dev.add_argument("--host", default=os.environ.get("IDEM_UI_HOST", "127.0.0.1"),
+                     help="address the UI binds to (default 127.0.0.1; set 0.0.0.0 deliberately to expose it)")
+    dev.add_argument("--port", type=int, default=int(os.environ.get("IDEM_UI_PORT", "3000")))
+    dev.set_defaults(func=cmd_dev)
     run = sub.add_parser("run", help="materialize the main job for the last N days in one run and print a summary")
     run.add_argument("--days", type=int, default=7)
     run.add_argument("--select", action="append", help="asset to materialize (repeatable; default: the main job)")

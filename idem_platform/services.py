@@ -100,3 +100,52 @@ def ensure_services() -> Services:
     services = Services(dsn, embedded, home)
     migrate_instance(services.env())
     return services
+
+
+def stop_embedded_postgres() -> None:
+    """Fast-shutdown the embedded server (its data stays under the state dir)."""
+    import signal
+
+    pid_file = state_dir() / "postgres" / "postmaster.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def dev_processes(services: Services, *, host: str, port: int) -> int:
+    """Run dagster-webserver and dagster-daemon until one exits or Ctrl-C; then stop both (and embedded PG)."""
+    import signal
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    workspace = ["-w", str(Path("workspace.yaml").absolute())]
+    procs = [
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), *workspace], env=services.env()),
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], env=services.env()),
+    ]
+    code = 0
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop behaves like Ctrl-C
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        code = next(p.returncode for p in procs if p.poll() is not None) or 0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if services.pg_embedded:
+            stop_embedded_postgres()
+    return code
