@@ -21,7 +21,6 @@ from .partitions import daily_partitions
 from .storage import ledger
 from .storage.fingerprint import partition_digests
 from .storage.partition_store import KEY_METADATA, SAME_ROWS_METADATA, AssetTarget
-from .storage.schema import PARTITION_COLUMN
 from .verification import published_digests, sink_frame
 
 
@@ -33,7 +32,7 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
     key = assets_def.key
     io_key = assets_def.get_io_manager_key_for_asset_key(key)
     target = _target(assets_def)
-    key_cols = [PARTITION_COLUMN, *target.decl.key]
+    key_cols = list(target.decl.partition_key)
 
     @dg.asset_check(
         asset=key, name="unique_key", partitions_def=daily_partitions, required_resource_keys={io_key},

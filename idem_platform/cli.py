@@ -4,6 +4,8 @@
     idem dev [--host --port]      services + dagster-webserver (127.0.0.1:3000) + dagster-daemon; Ctrl-C stops all
     idem run [--days 7]           materialize the main job for the last N days as ONE --partition-range run,
                                   then print a per-partition summary (rows, fingerprint) from the ledger
+    idem simulate-311 [--days 14 --seed 1 | --update DAY...]
+                                  fill the 311 source system (source.service_requests), or update past days
     idem ledger [ASSET] [--partition DAY | --range A...B] [--json]
                                   the history of publishes
     idem verify ASSET (--partition DAY | --range A...B) [--json]
@@ -29,7 +31,8 @@ import dagster as dg
 
 from . import partitions
 from .partitions import InvalidPartitionKey
-from .resources import PostgresResource, postgres_for_cli
+from .resources import PostgresResource, postgres_for_cli, source_for_cli
+from .scooter_simulator import add_simulate_scooters_parser
 from .services import Services, dagster_cli, ensure_services
 from .storage import ledger
 
@@ -108,6 +111,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return dev_processes(services, host=args.host, port=args.port)
 
 
+def cmd_simulate_311(args: argparse.Namespace) -> int:
+    from . import source_311
+
+    postgres = source_for_cli()
+    with postgres.connect() as conn:
+        source_311.ensure_source(conn)
+        if args.update:
+            days = sorted(args.update)
+            partitions.validate_partition_keys(days)
+            n = source_311.update_requests(conn, days, args.seed, share=args.share)
+            print(f"updated {n} requests created on {', '.join(days)} (status Closed, updated_at now)")
+        else:
+            days = partitions.last_n_days(args.days)
+            n = source_311.simulate(conn, days, args.seed, args.per_day)
+            print(f"source.service_requests holds the {n} requests of {days[0]}...{days[-1]} (seed {args.seed})")
+    return 0
+
+
 def _days_arg(args: argparse.Namespace) -> list[str] | None:
     if args.partition:
         partitions.parse_partition_key(args.partition)
@@ -182,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_partition_args(led)
     led.add_argument("--json", action="store_true")
     led.set_defaults(func=cmd_ledger)
+    sim = sub.add_parser("simulate-311", help="fill (or update) the 311 source system, deterministically")
+    sim.add_argument("--days", type=int, default=14, help="the last N complete days (default 14)")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--per-day", type=int, default=200)
+    sim.add_argument("--update", nargs="+", metavar="DAY", help="close some requests of these days now (late data)")
+    sim.add_argument("--share", type=float, default=0.1, help="share of open requests --update closes")
+    sim.set_defaults(func=cmd_simulate_311)
     ver = sub.add_parser(
         "verify",
         help="recompute partitions without publishing; exit 0 identical, 1 differs, 2 drifted, 3 could not verify",
@@ -191,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--config-json", help="run config for the recomputation (as for dagster asset materialize)")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=cmd_verify)
+    add_simulate_scooters_parser(sub)
     return parser
 
 

@@ -276,7 +276,9 @@ def _read_file(path: Path, day: str) -> InboxFile:
             data = fh.read()
             after = os.fstat(fh.fileno())
     except FileNotFoundError:
-        raise InboxFileError(path.name, day, "files unchanged while being read", "the file disappeared before it could be read") from None
+        raise InboxFileError(
+            path.name, day, "files unchanged while being read", "the file disappeared before it could be read"
+        ) from None
     except OSError as exc:
         raise InboxFileError(path.name, day, "file is readable", f"{type(exc).__name__}: {exc}") from None
     if _identity(before) != _identity(after) or len(data) != after.st_size:
@@ -300,7 +302,9 @@ def _verify_unchanged(root: str | os.PathLike, day: str, files: Sequence[InboxFi
             )
     appeared = sorted(now - {f.name for f in files})
     if appeared:
-        raise InboxFileError(appeared[0], day, "files unchanged while being read", "the file appeared while the day was being read")
+        raise InboxFileError(
+            appeared[0], day, "files unchanged while being read", "the file appeared while the day was being read"
+        )
 
 
 @dataclass
@@ -311,10 +315,20 @@ class _Record:
     fields: list[str] | None
     raw: str
     structural: list[str] = field(default_factory=list)
+    trip_id: str | None = None  # for a structurally broken row: the trip id where its field would be, if any
+
+
+def _best_effort(fields: list[str] | None, position: int) -> str | None:
+    """A value of a row whose fields may be misaligned (only to help find the row; never published)."""
+    if not fields or position >= len(fields):
+        return None
+    value = fields[position].strip()
+    return None if value.lower() in NULL_TOKENS or len(value) > 64 else value
 
 
 RULE_UTF8 = "row is valid UTF-8"
 RULE_CSV = "row is well-formed CSV"
+RULE_FIELD_SIZE = f"every field at most {csv.field_size_limit():,} characters"
 RULE_FIELD_COUNT = "row has as many fields as the header"
 
 
@@ -330,7 +344,8 @@ def _decode_lines(file: InboxFile) -> tuple[list[str], list[bool]]:
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InboxFileError(file.name, file.day, "UTF-8 text",
-                             f"the file contains NUL bytes (first at byte {nul}): it is binary or UTF-16, not a UTF-8 CSV file")
+                             f"the file contains NUL bytes (first at byte {nul}): it is binary or UTF-16, "
+                             "not a UTF-8 CSV file")
     lines, decoded = [], []
     for raw in data.splitlines(keepends=True):
         try:
@@ -352,11 +367,13 @@ def canonical_column(name: str) -> str:
     return COLUMN_ALIASES.get(text, text)
 
 
-def _split_records(file: InboxFile) -> tuple[list[str], list[_Record]]:
-    """(canonical header, data records) of one file; file-level problems raise InboxFileError."""
+def _split_records(file: InboxFile) -> tuple[list[str], list[str], list[_Record]]:
+    """(header as found, canonical header, data records) of one file; file-level problems raise InboxFileError."""
     lines, decoded = _decode_lines(file)
     if not "".join(lines).strip():
-        raise InboxFileError(file.name, file.day, "file is not empty", f"the file has {len(file.data)} bytes and no header row")
+        raise InboxFileError(
+            file.name, file.day, "file is not empty", f"the file has {len(file.data)} bytes and no header row"
+        )
     reader = csv.reader(iter(lines), strict=True)
     records: list[_Record] = []
     previous = 0
@@ -377,7 +394,7 @@ def _split_records(file: InboxFile) -> tuple[list[str], list[_Record]]:
         if not all(decoded[start - 1 : end]):
             record.structural.append(RULE_UTF8)
         if error is not None:
-            record.structural.append(RULE_CSV)
+            record.structural.append(RULE_FIELD_SIZE if error.startswith("field larger than field limit") else RULE_CSV)
         records.append(record)
     header, data = records[0], records[1:]
     if header.structural or header.fields is None:
@@ -410,7 +427,7 @@ def _split_records(file: InboxFile) -> tuple[list[str], list[_Record]]:
     for record in data:
         if record.fields is not None and len(record.fields) != len(names):
             record.structural.append(RULE_FIELD_COUNT)
-    return names, data
+    return header.fields, names, data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -513,8 +530,10 @@ RAW_SCHEMA = pa.DataFrameSchema(
         "trip_id": pa.Column(nullable=False, checks=_text_length("trip_id", 64)),
         "vehicle_id": pa.Column(nullable=True, checks=_text_length("vehicle_id", 64)),
         "user_id": pa.Column(nullable=True, checks=_text_length("user_id", 64)),
-        "started_at": pa.Column(nullable=False, checks=pa.Check(_parses(parse_datetimes), error="started_at is a date-time")),
-        "ended_at": pa.Column(nullable=False, checks=pa.Check(_parses(parse_datetimes), error="ended_at is a date-time")),
+        **{
+            c: pa.Column(nullable=False, checks=pa.Check(_parses(parse_datetimes), error=f"{c} is a date-time"))
+            for c in ("started_at", "ended_at")
+        },
         "duration": pa.Column(
             nullable=True, checks=pa.Check(_parses(parse_duration_seconds), error="duration is H:MM:SS or seconds")
         ),
@@ -547,7 +566,9 @@ TRIP_SCHEMA = pa.DataFrameSchema(
             "Int64", nullable=True, checks=pa.Check.in_range(1, 86_400, error="duration between 1 second and 24 hours")
         ),
         **{
-            c: pa.Column("float64", nullable=True, checks=pa.Check.in_range(-lim, lim, error=f"{c} between -{lim} and {lim}"))
+            c: pa.Column(
+                "float64", nullable=True, checks=pa.Check.in_range(-lim, lim, error=f"{c} between -{lim} and {lim}")
+            )
             for c, lim in (("start_lat", 90), ("start_lon", 180), ("end_lat", 90), ("end_lon", 180))
         },
     },
@@ -562,7 +583,7 @@ RULE_UNIQUE = "trip_id unique within the day"
 
 
 def _declared_rules() -> list[str]:
-    rules = [RULE_UTF8, RULE_CSV, RULE_FIELD_COUNT]
+    rules = [RULE_UTF8, RULE_CSV, RULE_FIELD_SIZE, RULE_FIELD_COUNT]
     for schema in (RAW_SCHEMA, TRIP_SCHEMA):
         for name, column in schema.columns.items():
             if not column.nullable:
@@ -643,13 +664,14 @@ def read_inbox_day(
     rows_read: dict[str, int] = {}
     lines_of: dict[str, int] = {}
     for file in files:
-        names, records = _split_records(file)
-        ignored[file.name] = [n for n in names if n not in INPUT_COLUMNS]
+        found, names, records = _split_records(file)
+        ignored[file.name] = [orig for orig, name in zip(found, names) if name not in INPUT_COLUMNS]
         rows_read[file.name] = len(records)
         lines_of[file.name] = sum(r.end_line - r.start_line + 1 for r in records)
         positions = {n: i for i, n in enumerate(names) if n in INPUT_COLUMNS}
         for record in records:
             if record.structural:
+                record.trip_id = _best_effort(record.fields, positions["trip_id"])
                 structural.append(record)
                 continue
             row = {c: record.fields[positions[c]] if c in positions else None for c in INPUT_COLUMNS}
@@ -658,9 +680,10 @@ def read_inbox_day(
             text_rows.append(row)
     _verify_unchanged(inbox_root, day, files)
 
-    frame = pd.DataFrame.from_records(text_rows, columns=[*INPUT_COLUMNS, "source_file", "source_line", "_lines", "_raw", "_sha"])
+    meta_columns = ["source_file", "source_line", "_lines", "_raw", "_sha"]
+    frame = pd.DataFrame.from_records(text_rows, columns=[*INPUT_COLUMNS, *meta_columns])
     frame = frame.reset_index(drop=True)
-    text = frame[list(INPUT_COLUMNS)].apply(clean_text)
+    text = pd.DataFrame({c: clean_text(frame[c]) for c in INPUT_COLUMNS}, index=frame.index)
     text["source_file"] = frame["source_file"].astype("string")
     text["source_line"] = frame["source_line"].astype("Int64")
     text["partition_date"] = day
@@ -674,7 +697,7 @@ def read_inbox_day(
         {
             "source_file": record.file.name,
             "source_line": record.start_line,
-            "trip_id": None,
+            "trip_id": record.trip_id,
             "rules": record.structural,
             "raw": record.raw,
             "lines": record.end_line - record.start_line + 1,

@@ -69,7 +69,7 @@ def audit_frame(
             if nulls.any():
                 bad_days = sorted(day_keys[nulls].dropna().unique().tolist()) or list(days)
                 raise AuditError(asset, bad_days, f"{col.name} not null", f"{int(nulls.sum())} rows have no {col.name}")
-    key = [PARTITION_COLUMN, *decl.key]
+    key = list(decl.partition_key)
     duplicated = frame.duplicated(subset=key, keep=False)
     if duplicated.any():
         dupes = frame.loc[duplicated, key].drop_duplicates()

@@ -85,7 +85,7 @@ class PostgresTableSink(PartitionSink):
                     )
                     for c in decl.columns
                 ]
-                key = sql.SQL(", ").join(sql.Identifier(k) for k in (PARTITION_COLUMN, *decl.key))
+                key = sql.SQL(", ").join(sql.Identifier(k) for k in decl.partition_key)
                 cur.execute(
                     sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
                         self.table(target), sql.SQL(", ").join(columns), key
@@ -147,7 +147,7 @@ class PostgresTableSink(PartitionSink):
             sql.SQL(", ").join(sql.Identifier(n) for n in names),
             self.table(target),
             sql.Identifier(PARTITION_COLUMN),
-            sql.SQL(", ").join(sql.Identifier(k) for k in (PARTITION_COLUMN, *target.decl.key)),
+            sql.SQL(", ").join(sql.Identifier(k) for k in target.decl.partition_key),
         )
         with self.postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(query, (list(days),))

@@ -98,6 +98,11 @@ class TableDeclaration:
         return cls(tuple(cols), key, description)
 
     @property
+    def partition_key(self) -> tuple[str, ...]:
+        """What identifies a row in the table: the day, then the declared key (which may itself name the day)."""
+        return (PARTITION_COLUMN, *(k for k in self.key if k != PARTITION_COLUMN))
+
+    @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
@@ -116,7 +121,7 @@ class TableDeclaration:
                 )
                 for c in self.columns
             ],
-            constraints=dg.TableConstraints(other=[f"primary key ({', '.join([PARTITION_COLUMN, *self.key])})"]),
+            constraints=dg.TableConstraints(other=[f"primary key ({', '.join(self.partition_key)})"]),
         )
 
     @classmethod
