@@ -5,6 +5,7 @@ Configuration comes from the environment, with safe local defaults:
 - `IDEM_PG_DSN`: the PostgreSQL that holds the warehouse (schema `IDEM_PG_SCHEMA`, default `warehouse`), the
   ledger (schema `idem`) and, through dagster-postgres, the Dagster instance. Unset, the platform uses the
   embedded PostgreSQL that `idem up` / `make run` started under the state directory.
+- `IDEM_SOURCE_DSN`: the 311 source system (default: the same server, schema `source`).
 - `IDEM_LAKE_DIR`: root of the lake files (default `<state dir>/lake`).
 - `IDEM_STATE_DIR`: project-local state (default `./.idem`): embedded server data, lake, DAGSTER_HOME.
 
@@ -87,6 +88,22 @@ def postgres_for_cli() -> PostgresResource:
     if not dsn:
         raise RuntimeError(f"{PG_DSN_ENV} is not set and no embedded PostgreSQL was started here; run `idem up` first")
     return PostgresResource(dsn=dsn)
+
+
+SOURCE_DSN_ENV = "IDEM_SOURCE_DSN"
+
+
+def source_from_env() -> PostgresResource:
+    """The 311 source system: `IDEM_SOURCE_DSN`, else the platform's own server (schema `source`)."""
+    if os.environ.get(SOURCE_DSN_ENV):
+        return PostgresResource(dsn=dg.EnvVar(SOURCE_DSN_ENV), application_name="idem_platform_source")
+    return postgres_from_env()
+
+
+def source_for_cli() -> PostgresResource:
+    if os.environ.get(SOURCE_DSN_ENV):
+        return PostgresResource(dsn=os.environ[SOURCE_DSN_ENV])
+    return postgres_for_cli()
 
 
 def warehouse_schema() -> str:
