@@ -36,7 +36,7 @@ from .scooter_simulator import add_simulate_scooters_parser
 from .services import Services, dagster_cli, ensure_services
 from .storage import ledger
 
-MAIN_ASSETS = ("raw_people", "people")
+MAIN_ASSETS = ("raw_people", "people", "people_search")
 
 
 def _print_services(services: Services) -> None:
@@ -44,6 +44,11 @@ def _print_services(services: Services) -> None:
         print(f"PostgreSQL: embedded server (IDEM_PG_DSN unset), data in {services.pg_dsn.split('host=')[-1]}")
     else:
         print("PostgreSQL: IDEM_PG_DSN")
+    if services.es_local:
+        print(f"Search: local in-memory OpenSearch-compatible server at {services.es_url} (IDEM_ES_URL unset); "
+              "its data is NOT persisted and is lost when it stops")
+    else:
+        print("Search: IDEM_ES_URL")
     print(f"Dagster instance: DAGSTER_HOME={services.dagster_home} (run, event-log and schedule storage on PostgreSQL)")
 
 
@@ -95,9 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with postgres.connect() as conn:
         run_ids = [e.run_id for e in ledger.history(conn, days=days)]
     print_summary(_summary_rows(postgres, selection.split(","), days), run_ids[-1] if run_ids else None)
-    print("\nOpen the UI on the same instance:")
-    print(f"  DAGSTER_HOME={services.dagster_home} IDEM_PG_DSN='{services.pg_dsn}' "
-          f"{dagster_cli()} dev -w workspace.yaml -h 127.0.0.1")
+    print("\nOpen the UI (webserver + daemon) on the same instance:")
+    print("  make dev        # then http://127.0.0.1:3000")
     return 0
 
 

@@ -24,6 +24,7 @@ import dagster as dg
 import psycopg
 
 PG_DSN_ENV = "IDEM_PG_DSN"
+ES_URL_ENV = "IDEM_ES_URL"
 DEFAULT_WAREHOUSE_SCHEMA = "warehouse"
 META_SCHEMA = "idem"
 
@@ -34,6 +35,12 @@ def state_dir() -> Path:
 
 def embedded_dsn_file() -> Path:
     return state_dir() / "postgres.dsn"
+
+
+def local_search_url() -> str:
+    """The URL of the local search server `idem up`/`make run` started (empty if none)."""
+    path = state_dir() / "search.url"
+    return path.read_text().strip() if path.exists() else ""
 
 
 def lake_dir() -> str:

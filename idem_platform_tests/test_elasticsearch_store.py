@@ -4,8 +4,10 @@ Every test writes one day (2026-01-05) of 1,000 realistic people (the people pip
 cleaning) through the whole write path: `dagster.materialize` with the IO manager, or `publish_partitions`
 with the sink where a test needs many writers or a crash. Fixtures: `es` and `search_asset_name` from
 `idem_platform_tests.search_server`, `postgres`/`store_resources` (lock, ledger, warehouse) from conftest.py.
-"""
 
+No `from __future__ import annotations` here: Dagster must resolve the asset function's `config:` annotation,
+and through `idem_asset`'s wrapper a string annotation does not resolve.
+"""
 
 import functools
 import json
@@ -67,18 +69,23 @@ def people_assets(name: str) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
     """The same people asset twice: in the search index (`name`) and in the warehouse (`<name>_wh`)."""
 
     def compute(context: dg.AssetExecutionContext, config: SearchPeopleConfig) -> pd.DataFrame:
-        frame = pd.concat([people_frame(day, config.rows_per_day) for day in context.partition_keys], ignore_index=True)
+        days = context.partition_keys
+        frame = pd.concat([people_frame(day, config.rows_per_day) for day in days], ignore_index=True)
         if config.pre_epoch_rows:
             frame.loc[frame.index[: config.pre_epoch_rows], "created_at"] = PRE_EPOCH
         return frame
 
-    search = idem_asset(columns=PEOPLE_COLUMNS, key=["person_id"], io_manager_key="search_io", name=name)(compute)
-    warehouse = idem_asset(columns=PEOPLE_COLUMNS, key=["person_id"], io_manager_key="warehouse_io", name=f"{name}_wh")(compute)
+    declared = {"columns": PEOPLE_COLUMNS, "key": ["person_id"]}
+    search = idem_asset(**declared, io_manager_key="search_io", name=name)(compute)
+    warehouse = idem_asset(**declared, io_manager_key="warehouse_io", name=f"{name}_wh")(compute)
     return search, warehouse
 
 
-def materialize(assets, resources, *, day: str = DAY, last_day: str | None = None, raise_on_error: bool = True, **config):
-    tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last_day} if last_day else None
+def materialize(assets, resources, *, day=DAY, last_day=None, raise_on_error=True, **config):
+    """Materialize `day` (or the range `day`...`last_day` as one run) in-process; `config` goes to every asset."""
+    tags = None
+    if last_day:
+        tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last_day}
     return dg.materialize(
         assets,
         partition_key=None if last_day else day,
@@ -96,6 +103,11 @@ def target_of(asset: dg.AssetsDefinition) -> AssetTarget:
 
 def target_named(name: str) -> AssetTarget:
     return AssetTarget(name, PEOPLE_DECL, AuditRules())
+
+
+def write(sink, postgres, target, frame, *, run_id: str | None = None) -> list[ledger.LedgerEntry]:
+    """One write of DAY straight through the store's driver (what the IO manager calls)."""
+    return publish_partitions(sink, postgres, target, [DAY], frame, run_id or str(uuid.uuid4()))
 
 
 def physical_indices(sink: ElasticsearchIndexSink, target: AssetTarget, day: str = DAY) -> dict[str, set[str]]:
@@ -151,7 +163,9 @@ def test_three_reruns_replace_the_day_with_one_fingerprint(resources, postgres, 
     assert len(set(indices)) == 3, "every write creates its own physical index"
 
     rows = ledger_rows(postgres, target.asset)
-    assert [(e.sink, e.row_count, e.changed) for e in rows] == [("elasticsearch", ROWS, True)] + [("elasticsearch", ROWS, False)] * 2
+    assert [(e.sink, e.row_count, e.changed) for e in rows] == [
+        ("elasticsearch", ROWS, True), ("elasticsearch", ROWS, False), ("elasticsearch", ROWS, False)
+    ]
     assert [e.location for e in rows] == indices
     published = rows[-1].fingerprint
     assert {e.fingerprint for e in rows} == {published}
@@ -169,15 +183,15 @@ def test_three_reruns_replace_the_day_with_one_fingerprint(resources, postgres, 
 def _concurrent_writes(writers: int, es, postgres, target) -> list:
     frame, barrier, results = people_frame(), threading.Barrier(writers), [None] * writers
 
-    def write(i: int) -> None:
+    def writer(i: int) -> None:
         sink = ElasticsearchIndexSink(es)
         barrier.wait()
         try:
-            results[i] = publish_partitions(sink, postgres, target, [DAY], frame.copy(), f"writer{i:02d}-{uuid.uuid4()}")
+            results[i] = write(sink, postgres, target, frame.copy(), run_id=f"writer{i:02d}-{uuid.uuid4()}")
         except BaseException as exc:  # recorded, asserted below
             results[i] = exc
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -234,47 +248,56 @@ CRASHING_WRITER = textwrap.dedent(
     """
     import json, os, sys
     from idem_platform.resources import PostgresResource
-    from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink, ElasticsearchResource, elasticsearch_from_env
-    from idem_platform.storage.partition_store import publish_partitions
-    from idem_platform_tests.test_elasticsearch_store import DAY, people_frame, target_named
+    from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink, ElasticsearchResource
+    from idem_platform.storage.elasticsearch_store import elasticsearch_from_env
+    from idem_platform_tests.test_elasticsearch_store import people_frame, target_named, write
 
     args = json.loads(sys.argv[1])
 
     class DiesAfterStaging(ElasticsearchIndexSink):
         def verify_staged(self, conn, target, staged, digests):
-            print(json.dumps(staged), flush=True)
             os._exit(137)  # like SIGKILL: no cleanup, no rollback, the connection just drops
 
     es = ElasticsearchResource(**args["es"]) if args["es"] else elasticsearch_from_env()
-    sink = DiesAfterStaging(es)
-    publish_partitions(sink, PostgresResource(dsn=args["dsn"]), target_named(args["asset"]), [DAY], people_frame(), args["run_id"])
+    if args["dies"] == "after_stage":
+        sink = DiesAfterStaging(es)
+    else:  # IDEM_FAULT=elasticsearch:mid_stage: dies once the first bulk chunk is in
+        sink = ElasticsearchIndexSink(es, bulk_chunk_docs=250)
+    postgres = PostgresResource(dsn=args["dsn"])
+    write(sink, postgres, target_named(args["asset"]), people_frame(), run_id=args["run_id"])
     """
 )
 
 
-def test_write_that_dies_after_staging_leaves_an_orphan_the_next_write_removes(es, pg_dsn, postgres, sink, search_asset_name):
+@pytest.mark.parametrize("dies", ["after_stage", "mid_stage"])
+def test_write_that_dies_leaves_an_orphan_the_next_write_removes(
+    dies, es, pg_dsn, postgres, sink, search_asset_name, monkeypatch
+):
     target = target_named(search_asset_name())
-    [before] = publish_partitions(sink, postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+    [before] = write(sink, postgres, target, people_frame())
 
     # On IDEM_ES_URL's cluster the child reads the same environment (credentials never pass through argv).
     es_args = None if external_search_url() else {"url": es.url, "plain_json": es.plain_json}
-    args = {"es": es_args, "dsn": pg_dsn, "asset": target.asset, "run_id": f"crashed0-{uuid.uuid4()}"}
-    child = subprocess.run(
-        [sys.executable, "-c", CRASHING_WRITER, json.dumps(args)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
-    )
+    args = {"es": es_args, "dsn": pg_dsn, "asset": target.asset, "run_id": f"crashed0-{uuid.uuid4()}", "dies": dies}
+    if dies == "mid_stage":
+        monkeypatch.setenv("IDEM_FAULT", "elasticsearch:mid_stage")
+    command = [sys.executable, "-c", CRASHING_WRITER, json.dumps(args)]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    monkeypatch.delenv("IDEM_FAULT", raising=False)
     assert child.returncode == 137, child.stderr
-    staged = json.loads(child.stdout.strip().splitlines()[-1])[DAY]
 
     # The published day is whole, the ledger untouched, the staged index left behind under no alias.
+    [staged] = sink.orphans(target, DAY)
+    assert "-crashed0-" in staged
     aliases = {sink.day_alias(target, DAY), sink.read_alias(target)}
     assert physical_indices(sink, target) == {before.location: aliases, staged: set()}
     assert count(sink, sink.day_alias(target, DAY)) == count(sink, sink.read_alias(target)) == ROWS
     assert fingerprint(sink.read(target, [DAY]), target.decl) == before.fingerprint
     assert [e.run_id for e in ledger_rows(postgres, target.asset)] == [before.run_id]
-    assert sink.orphans(target, DAY) == [staged]
-    assert count(sink, staged) == ROWS
+    sink.client.indices.refresh(index=staged)  # the child died before its own refresh
+    assert count(sink, staged) == (ROWS if dies == "after_stage" else 250)
 
-    [after] = publish_partitions(ElasticsearchIndexSink(es), postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+    [after] = write(ElasticsearchIndexSink(es), postgres, target, people_frame())
     assert sink.orphans(target, DAY) == []
     assert assert_one_published_index(sink, target) == after.location
     assert not after.changed
@@ -282,7 +305,7 @@ def test_write_that_dies_after_staging_leaves_an_orphan_the_next_write_removes(e
 
 def test_readers_never_see_a_partial_day_during_reruns(es, postgres, sink, search_asset_name):
     target = target_named(search_asset_name())
-    publish_partitions(sink, postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+    write(sink, postgres, target, people_frame())
     day_alias, read_alias = sink.day_alias(target, DAY), sink.read_alias(target)
     samples: list[tuple[str, object]] = []
     stop = threading.Event()
@@ -300,7 +323,7 @@ def test_readers_never_see_a_partial_day_during_reruns(es, postgres, sink, searc
     thread.start()
     try:
         for _ in range(20):
-            publish_partitions(ElasticsearchIndexSink(es), postgres, target, [DAY], people_frame(), str(uuid.uuid4()))
+            write(ElasticsearchIndexSink(es), postgres, target, people_frame())
             time.sleep(0.01)
     finally:
         stop.set()

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -26,10 +27,13 @@ def test_idem_run_twice_prints_identical_rows_and_fingerprints(cli_env):
     second = run([str(BIN / "idem"), "run", "--days", "2"], cli_env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert summary(first.stdout) == summary(second.stdout)
-    assert len(summary(first.stdout)) == 4  # 2 days x (raw_people, people)
-    assert "this run changed 4 of 4 partitions" in first.stdout
-    assert "this run changed 0 of 4 partitions" in second.stdout
-    assert "dagster dev -w workspace.yaml" in second.stdout
+    assert len(summary(first.stdout)) == 6  # 2 days x (raw_people, people, people_search)
+    assert "this run changed 6 of 6 partitions" in first.stdout
+    assert "this run changed 0 of 6 partitions" in second.stdout
+    people_fp = {line.split()[0]: line.split()[-1] for line in summary(first.stdout) if " people " in line}
+    search_fp = {line.split()[0]: line.split()[-1] for line in summary(first.stdout) if " people_search " in line}
+    assert people_fp == search_fp  # the same content hashes the same in PostgreSQL and in the index
+    assert "make dev" in second.stdout
     with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
         counts = conn.execute(f'SELECT count(*) FROM "{cli_env["IDEM_PG_SCHEMA"]}".people GROUP BY partition_date').fetchall()
     assert counts == [(1000,), (1000,)]
@@ -40,19 +44,27 @@ def test_idem_run_twice_prints_identical_rows_and_fingerprints(cli_env):
 
 @pytest.mark.slow
 def test_idem_up_starts_embedded_postgres_when_no_server_is_configured(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("IDEM_PG_DSN", "DAGSTER_HOME")}
+    if os.environ.get("IDEM_ES_URL"):
+        pytest.skip("checks the local defaults; IDEM_ES_URL names a cluster")
+    env = {k: v for k, v in os.environ.items() if k not in ("IDEM_PG_DSN", "DAGSTER_HOME", "IDEM_ES_URL")}
     env["IDEM_STATE_DIR"] = str(tmp_path / "state")
     done = run([str(BIN / "idem"), "up"], env)
     pgdata = tmp_path / "state" / "postgres"
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "embedded server (IDEM_PG_DSN unset)" in done.stdout
+        assert "NOT persisted" in done.stdout
+        search = (tmp_path / "state" / "search.url").read_text()
+        assert urllib.request.urlopen(search, timeout=5).status == 200
         dsn = (tmp_path / "state" / "postgres.dsn").read_text().strip()
         yaml = (tmp_path / "state" / "dagster_home" / "dagster.yaml").read_text()
         assert "postgres_url" in yaml and "IDEM_PG_DSN" in yaml
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]  # instance migrated
     finally:
+        search_pid = tmp_path / "state" / "search.pid"
+        if search_pid.exists():
+            os.kill(int(search_pid.read_text()), signal.SIGTERM)
         pid_file = pgdata / "postmaster.pid"
         if pid_file.exists():
             pid = int(Path(pid_file).read_text().split()[0])

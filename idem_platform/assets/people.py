@@ -1,4 +1,4 @@
-"""The people pipeline (the textbook's example): Faker records -> lake -> typed and cleaned in PostgreSQL.
+"""The people pipeline (the textbook's example): Faker records -> lake -> PostgreSQL -> Elasticsearch.
 
 `raw_people` is generated with Faker seeded from (asset, partition), so a day always yields the same people,
 in any process; its rows carry the messiness a real export has (stray spaces, mixed case, US-style dates,
@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 from faker import Faker
 
+from ..automation import follows_upstream_content
 from ..declare import idem_asset
 from ..partitions import partition_window
 from ..seeding import partition_seed
@@ -133,3 +134,19 @@ def clean_people(raw: pd.DataFrame) -> pd.DataFrame:
 )
 def people(context: dg.AssetExecutionContext, raw_people: pd.DataFrame) -> pd.DataFrame:
     return clean_people(raw_people)
+
+
+@idem_asset(
+    columns=PEOPLE_COLUMNS,
+    key=["person_id"],
+    io_manager_key="search_io",
+    same_rows_as="people",
+    group_name="people",
+    owners=["team:data-platform"],
+    kinds={"elasticsearch"},
+    automation_condition=follows_upstream_content(),
+    description="People searchable by day: one physical index per day behind the `people-YYYY.MM.DD` day alias "
+    "and the `people_search` read alias, swapped atomically on each write.",
+)
+def people_search(context: dg.AssetExecutionContext, people: pd.DataFrame) -> pd.DataFrame:
+    return people

@@ -55,6 +55,7 @@ from elastic_transport import ApiError, TransportError, Urllib3HttpNode
 from elasticsearch import Elasticsearch, helpers
 from pydantic import Field
 
+from .faults import fault_point
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
 from .schema import PARTITION_COLUMN, TableDeclaration
 
@@ -81,7 +82,7 @@ _log = logging.getLogger("idem_platform.storage.elasticsearch")
 # --------------------------------------------------------------------------------------------------- transport
 
 
-_COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with\s*=\s*\d+", re.I)
+_COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with=\d+", re.I)
 _MEDIA_HEADERS = ("accept", "content-type")
 
 
@@ -129,8 +130,12 @@ class ElasticsearchResource(dg.ConfigurableResource):
     - turn it off only against a newer major (Elasticsearch 10+), where `compatible-with=9` asks the server to
       answer in the 9.x format this client understands.
 
-    Real OpenSearch also omits the `X-Elastic-Product: Elasticsearch` response header that the client checks
-    on its first successful response (`UnsupportedProductError`); plain JSON does not change that check.
+    Real OpenSearch does not send the `X-Elastic-Product: Elasticsearch` response header that the client
+    checks on its first successful response (`UnsupportedProductError`); plain JSON does not change that check
+    (osmem sends the header).
+
+    Requests are retried up to 3 times on connection errors; bulk documents have deterministic ids, so a
+    retried chunk overwrites what it already wrote.
     """
 
     url: str = Field(description="Base URL, e.g. https://search.internal:9200 (no credentials in it)")
@@ -178,7 +183,8 @@ def elasticsearch_from_env(default_url: str = DEFAULT_ES_URL) -> ElasticsearchRe
     `IDEM_ES_API_KEY` or `IDEM_ES_USERNAME` + `IDEM_ES_PASSWORD`. Set values are passed as `dg.EnvVar`s, so
     neither the UI nor the run config ever holds them.
     """
-    env = {name: dg.EnvVar(name) for name in (ES_URL_ENV, ES_API_KEY_ENV, ES_USERNAME_ENV, ES_PASSWORD_ENV) if os.environ.get(name)}
+    names = (ES_URL_ENV, ES_API_KEY_ENV, ES_USERNAME_ENV, ES_PASSWORD_ENV)
+    env = {name: dg.EnvVar(name) for name in names if os.environ.get(name)}
     return ElasticsearchResource(
         url=env.get(ES_URL_ENV, default_url),
         api_key=env.get(ES_API_KEY_ENV),
@@ -227,7 +233,8 @@ def document_ids(key_columns: list[list]) -> list[str]:
     else:
         ids = [json.dumps(list(values), ensure_ascii=False, separators=(",", ":")) for values in zip(*key_columns)]
     for i, value in enumerate(ids):
-        if not value or value[0] == "~" or (len(value) > MAX_ID_BYTES // 4 and len(value.encode()) > MAX_ID_BYTES):
+        too_long = len(value) > MAX_ID_BYTES // 4 and len(value.encode()) > MAX_ID_BYTES
+        if not value or value[0] == "~" or too_long:
             ids[i] = "~" + hashlib.sha256(value.encode()).hexdigest()
     return ids
 
@@ -304,7 +311,8 @@ class ElasticsearchIndexSink(PartitionSink):
     def orphans(self, target: AssetTarget, day: str) -> list[str]:
         """Physical indices of the day under neither alias: leftovers of crashed writes."""
         live = {self.day_alias(target, day), self.read_alias(target)}
-        found = self.client.indices.get_alias(index=f"{self.day_alias(target, day)}-*", expand_wildcards="open,closed").body
+        pattern = f"{self.day_alias(target, day)}-*"
+        found = self.client.indices.get_alias(index=pattern, expand_wildcards="open,closed").body
         return sorted(index for index, info in found.items() if not live & set(info.get("aliases", {})))
 
     def stage(self, conn, target, days, frame, run_id) -> dict[str, str]:
@@ -313,7 +321,7 @@ class ElasticsearchIndexSink(PartitionSink):
             for day in days:
                 orphans = self.orphans(target, day)
                 if orphans:
-                    _log.info(f"{target.asset} {day}: deleting {len(orphans)} orphan index(es) of crashed writes: {orphans}")
+                    _log.info(f"{target.asset} {day}: deleting orphan indices of crashed writes: {orphans}")
                     for names in _batched(orphans):
                         self.client.indices.delete(index=names, ignore_unavailable=True)
                 staged[day] = self.new_index(target, day, run_id)
@@ -343,21 +351,30 @@ class ElasticsearchIndexSink(PartitionSink):
         day_of = {index: day for day, index in staged.items()}
         failed: dict[str, int] = {}
         shown: list[str] = []
-        for ok, item in helpers.streaming_bulk(
+        results = helpers.streaming_bulk(
             self.client,
             self._actions(target, staged, frame),
             chunk_size=self.bulk_chunk_docs,
-            raise_on_error=False,
+            raise_on_error=False,  # collected below, to name asset, day and documents
             max_retries=3,  # on 429 only; deterministic ids make a retried document an overwrite
-            yield_ok=False,
-        ):
-            if ok:
-                continue
-            result = next(iter(item.values()))
-            day = day_of.get(result.get("_index"), "?")
-            failed[day] = failed.get(day, 0) + 1
-            if len(shown) < SHOWN_FAILURES:
-                shown.append(f"{day} id {result.get('_id')!r}: {_reason(result.get('error'))}")
+        )
+        first_chunk_done = False
+        try:
+            for ok, item in results:
+                if not first_chunk_done:  # results arrive once a chunk's bulk request has returned
+                    first_chunk_done = True
+                    fault_point(self.name, "mid_stage", target.asset)
+                if ok:
+                    continue
+                result = next(iter(item.values()))
+                day = day_of.get(result.get("_index"), "?")
+                failed[day] = failed.get(day, 0) + 1
+                if len(shown) < SHOWN_FAILURES:
+                    shown.append(f"{day} id {result.get('_id')!r}: {_reason(result.get('error'))}")
+        except (ApiError, TransportError) as exc:
+            raise BulkIndexingError(
+                f"asset {target.asset!r}: bulk load of {', '.join(staged)} failed: {exc}. Nothing was published."
+            ) from exc
         if failed:
             per_day = ", ".join(f"{day}: {n}" for day, n in sorted(failed.items()))
             raise BulkIndexingError(
@@ -377,8 +394,8 @@ class ElasticsearchIndexSink(PartitionSink):
                 wrong[day] = (response["count"], digests[day].rows)
         if wrong:
             raise StagingMismatch(
-                f"asset {target.asset!r}: staged document counts differ from the frame's rows (day: (count, rows)): "
-                f"{wrong}; duplicate keys collapse into one document, so check the key declaration"
+                f"asset {target.asset!r}: staged document counts differ from the frame's rows "
+                f"(day: (count, rows)): {wrong}; duplicate keys collapse into one document, check the key"
             )
 
     def publish(self, conn, target, staged: dict[str, str]) -> None:
@@ -404,7 +421,7 @@ class ElasticsearchIndexSink(PartitionSink):
         except (ApiError, TransportError):
             if not self._aliases_point_at(staged, day_aliases):
                 raise
-            _log.warning(f"{target.asset}: the alias request failed but the aliases did move; the write is published")
+            _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
         for day, index in staged.items():
             self._published[(target.asset, day)] = index
         superseded = sorted(set(old) - set(staged.values()))
@@ -412,7 +429,7 @@ class ElasticsearchIndexSink(PartitionSink):
             for names in _batched(superseded):
                 self.client.indices.delete(index=names, ignore_unavailable=True)
         except (ApiError, TransportError) as exc:
-            _log.warning(f"{target.asset}: could not delete superseded indices {superseded} ({exc}); the next write removes them")
+            _log.warning(f"{target.asset}: superseded {superseded} not deleted ({exc}); the next write will")
 
     def _aliases_point_at(self, staged: dict[str, str], day_aliases: dict[str, str]) -> bool:
         try:
@@ -440,6 +457,8 @@ class ElasticsearchIndexSink(PartitionSink):
 
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
         decl = target.decl
+        if not days:
+            return decl.empty_frame()
         missing = [day for day in days if not self.client.indices.exists_alias(name=self.day_alias(target, day))]
         if missing:
             raise PartitionNotFound(
@@ -448,7 +467,7 @@ class ElasticsearchIndexSink(PartitionSink):
             )
         sources: list[dict] = []
         for day in days:
-            hits = helpers.scan(self.client, index=self.day_alias(target, day), size=SCAN_PAGE, scroll="2m", query={"query": {"match_all": {}}})
+            hits = helpers.scan(self.client, index=self.day_alias(target, day), size=SCAN_PAGE, scroll="2m")
             sources.extend(hit["_source"] for hit in hits)
         columns = {}
         for col in decl.columns:
@@ -456,13 +475,15 @@ class ElasticsearchIndexSink(PartitionSink):
             if col.type == "int":
                 columns[col.name] = pd.array(values, dtype="Int64")  # exact: never through float64
             elif col.type in ("date", "timestamp"):
-                columns[col.name] = pd.to_datetime(pd.Series(values, dtype=object), utc=col.type == "timestamp", format="ISO8601")
+                text = pd.Series(values, dtype=object)
+                columns[col.name] = pd.to_datetime(text, utc=col.type == "timestamp", format="ISO8601")
             elif col.type == "float":
                 columns[col.name] = pd.to_numeric(pd.Series(values, dtype=object), errors="raise")
             else:
                 columns[col.name] = pd.Series(values, dtype=object)
-        frame = decl.coerce(pd.DataFrame(columns), what=f"index {self.read_alias(target)} days {days[0]}..{days[-1]}")
-        return frame.sort_values([PARTITION_COLUMN, *decl.key], ignore_index=True)
+        what = f"index {self.read_alias(target)}, days {days[0]}..{days[-1]}"
+        frame = decl.coerce(pd.DataFrame(columns), what=what)
+        return frame.sort_values(list(decl.partition_key), ignore_index=True)
 
 
 def _reason(error: Any) -> str:
