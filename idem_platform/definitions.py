@@ -49,6 +49,9 @@ assets = [
 
 defs = dg.Definitions(
     assets=assets,
+    # Steps run inside the run's process: a day partition is small, and a subprocess per step (the default
+    # multiprocess executor) costs seconds each. Scale out with the Celery executor (docs/operating.md).
+    executor=dg.in_process_executor,
     asset_checks=checks_for(assets),
     jobs=[people_job, service_requests_job, scooter_inbox_job, verify_job],
     schedules=[

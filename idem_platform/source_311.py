@@ -158,5 +158,8 @@ def latest_updates(conn: psycopg.Connection, first_day: str, last_day: str) -> d
     start, _ = partition_window(first_day)
     _, end = partition_window(last_day)
     with conn.cursor() as cur:
+        cur.execute("SELECT to_regprocedure(%s) IS NOT NULL", (f"{SCHEMA}.latest_update_by_day(timestamptz,timestamptz)",))
+        if not cur.fetchone()[0]:
+            return {}  # no source system here yet (`idem simulate-311` creates it)
         cur.execute(f"SELECT day::text, latest_update FROM {SCHEMA}.latest_update_by_day(%s, %s)", (start, end))
         return dict(cur.fetchall())
