@@ -127,3 +127,36 @@ def test_late_data_sensor_requests_exactly_the_changed_days_once(pg_dsn, resourc
     updated = warehouse(pg_dsn, "SELECT max(updated_at) FROM source.service_requests WHERE created_at >= %s AND created_at < %s",
                         *partitions.partition_window(DAYS[1]))[0][0]
     assert (request.partition_key, request.run_key) == (DAYS[1], f"service_requests:{DAYS[1]}:{updated.isoformat()}")
+
+
+def test_rematerializing_a_day_leaves_warehouse_index_and_summary_identical(resources, postgres, es):
+    from idem_platform.assets.service_requests import service_requests_search
+    from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
+
+    with_search = {**resources, "search_io": ElasticsearchPartitionIOManager(postgres=postgres, es=es, replicas=0)}
+    assets = [service_requests, service_requests_search, service_requests_daily_summary]
+    for _ in range(3):
+        materialize(assets, with_search, DAYS[0])
+    with psycopg.connect(postgres.dsn) as conn:
+        rows = conn.execute("SELECT asset, fingerprint, changed FROM idem.ledger ORDER BY id").fetchall()
+    by_asset = {}
+    for asset, fp, changed in rows:
+        by_asset.setdefault(asset, []).append((fp, changed))
+    assert set(by_asset) == {"service_requests", "service_requests_search", "service_requests_daily_summary"}
+    for asset, history in by_asset.items():
+        assert [c for _, c in history] == [True, False, False], asset
+        assert len({fp for fp, _ in history}) == 1, asset
+    # the index holds the same content as the warehouse: equal fingerprints
+    assert by_asset["service_requests_search"][0][0] == by_asset["service_requests"][0][0]
+
+
+def test_daily_schedule_requests_yesterdays_partition():
+    from idem_platform.definitions import defs
+
+    schedule = defs.resolve_schedule_def("service_requests_job_schedule")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.timezone.utc)
+        )
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-03-04"
