@@ -6,6 +6,7 @@
 
 wraps `@dg.asset` with what every asset of the platform needs:
 
+- an owner (`IDEM_DEFAULT_OWNER`, default `team:data-platform`) unless the asset names its own;
 - the daily partitions and `BackfillPolicy.single_run()` (so `--partition-range` runs are one run);
 - the declared columns as Dagster `TableSchema` metadata (the stores build DDL and mappings from it), the key and
   the audit bounds as metadata;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
@@ -38,6 +40,9 @@ from .storage.partition_store import (
 from .storage.schema import Column, TableDeclaration
 
 
+DEFAULT_OWNERS = [os.environ.get("IDEM_DEFAULT_OWNER", "team:data-platform")]
+
+
 def idem_asset(
     *,
     columns: Mapping[str, str] | Sequence[Column],
@@ -52,6 +57,7 @@ def idem_asset(
     """Declare a daily-partitioned asset whose partitions are replaced atomically in its sink."""
     decl = TableDeclaration.build(columns, key)
     rules = AuditRules(min_rows=min_rows, max_rows=max_rows)
+    asset_kwargs.setdefault("owners", DEFAULT_OWNERS)
 
     def decorator(fn: Callable[..., pd.DataFrame]) -> dg.AssetsDefinition:
         asset_name = asset_kwargs.get("name") or fn.__name__

@@ -6,7 +6,6 @@ the way the daemon does (`launch`). One test runs the real `dagster-daemon` in a
 twice runs once, the corrected file runs once more, and its rows replace the old ones.
 """
 
-import os
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 from idem_platform.sensors import CHANGE_TAG, FILES_TAG, InboxCursor, plan_inbox, scooter_inbox_sensor
-from idem_platform_tests.cli_runs import BIN
+from idem_platform_tests.cli_runs import BIN, stop_process_group
 from idem_platform_tests.scooter_fixtures import (  # noqa: F401 (fixtures)
     ScooterWarehouse,
     csv_bytes,
@@ -246,12 +245,7 @@ def test_daemon_runs_a_dropped_file_once_and_its_correction_once(instance_env, t
         assert done[0][2] != done[1][2]
         assert trips() == (30, 35.0)
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon, signal.SIGTERM)
 
 
 def _ticks_after(env, since: float) -> int:

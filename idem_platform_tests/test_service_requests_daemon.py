@@ -2,10 +2,8 @@
 declarative automation re-materialize exactly the days whose source rows changed, and nothing else."""
 
 import os
-import signal
 import subprocess
 import time
-import uuid
 
 import pandas as pd
 import psycopg
@@ -17,7 +15,7 @@ from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget
 from idem_platform.assets.service_requests import service_requests_search
-from idem_platform_tests.cli_runs import BIN
+from idem_platform_tests.cli_runs import BIN, stop_process_group
 
 ASSETS = ("service_requests", "service_requests_search", "service_requests_daily_summary")
 DAYS = partitions.last_n_days(14)
@@ -99,11 +97,7 @@ def test_daemon_rematerializes_exactly_the_days_that_changed(daemon_env, tmp_pat
         assert sorted((a, p) for a, p, *_ in after) == sorted((a, d) for a in ASSETS for d in changed_days), \
             "exactly the changed days (and their downstream partitions) ran again, once"
     finally:
-        os.killpg(daemon.pid, signal.SIGINT)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_process_group(daemon)
 
     # 3. warehouse and index match the source row for row
     schema = "warehouse"

@@ -88,7 +88,6 @@ def generate_people(partition_key: str, rows: int) -> pd.DataFrame:
     key=["person_id"],
     io_manager_key="lake_io",
     group_name="people",
-    owners=["team:data-platform"],
     kinds={"python", "parquet"},
     description="Fake people created each day (Faker, seeded by the day): the raw export, as found, in the lake.",
 )
@@ -128,7 +127,6 @@ def clean_people(raw: pd.DataFrame) -> pd.DataFrame:
     io_manager_key="warehouse_io",
     same_rows_as="raw_people",
     group_name="people",
-    owners=["team:data-platform"],
     kinds={"python", "postgres"},
     description="People typed and cleaned, one row per person, in the warehouse (PostgreSQL).",
 )
@@ -142,7 +140,6 @@ def people(context: dg.AssetExecutionContext, raw_people: pd.DataFrame) -> pd.Da
     io_manager_key="search_io",
     same_rows_as="people",
     group_name="people",
-    owners=["team:data-platform"],
     kinds={"elasticsearch"},
     automation_condition=follows_upstream_content(),
     description="People searchable by day: one physical index per day behind the `people-YYYY.MM.DD` day alias "

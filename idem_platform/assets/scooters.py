@@ -118,7 +118,6 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     key=["source_file", "source_line"],
     io_manager_key="warehouse_io",
     group_name=GROUP,
-    owners=["team:data-platform"],
     kinds={"python", "pandas", "postgres"},
     metadata={"declared_rules": dg.MetadataValue.json(list(DECLARED_RULES))},
     description=(
@@ -138,7 +137,6 @@ def scooter_trips_rejected(context: dg.AssetExecutionContext, scooter_inbox: Sco
     io_manager_key="warehouse_io",
     deps=[scooter_trips_rejected],
     group_name=GROUP,
-    owners=["team:data-platform"],
     kinds={"python", "pandas", "postgres"},
     metadata={"declared_rules": dg.MetadataValue.json(list(DECLARED_RULES))},
     description=(
@@ -179,7 +177,6 @@ def summarize_trips(trips: pd.DataFrame, rejected: pd.DataFrame, days: list[str]
     key=["trip_day"],
     io_manager_key="warehouse_io",
     group_name=GROUP,
-    owners=["team:data-platform"],
     kinds={"python", "pandas", "postgres"},
     description="Per day: trips, rejected rows, median trip duration, total and median distance (km).",
 )

@@ -57,7 +57,6 @@ def clean_requests(rows: list[dict], day: str) -> pd.DataFrame:
     key=["request_id"],
     io_manager_key="warehouse_io",
     group_name="service_requests",
-    owners=["team:data-platform"],
     kinds={"postgres"},
     description="311 requests created each UTC day, extracted by window from the source system, typed, "
     "coordinates split and validated.",
@@ -78,7 +77,6 @@ def service_requests(context: dg.AssetExecutionContext, source_db: PostgresResou
     io_manager_key="search_io",
     same_rows_as="service_requests",
     group_name="service_requests",
-    owners=["team:data-platform"],
     kinds={"elasticsearch"},
     automation_condition=follows_upstream_content(),
     description="311 requests of each day in the search index (one physical index per day, behind aliases).",
@@ -92,7 +90,6 @@ def service_requests_search(context: dg.AssetExecutionContext, service_requests:
     key=["category", "status"],
     io_manager_key="warehouse_io",
     group_name="service_requests",
-    owners=["team:data-platform"],
     kinds={"postgres"},
     automation_condition=follows_upstream_content(),
     description="Requests per category and status, per day.",
