@@ -94,7 +94,9 @@ class LakeFileSink(PartitionSink):
             path = self.path(target, day)
             if not path.exists():
                 raise FileNotFoundError(f"asset {target.asset!r} day {day}: lake file {path} is missing")
-            frames.append(pd.read_parquet(path))
+            # One descriptor for the whole read: a concurrent os.replace then cannot mix two files' bytes.
+            with open(path, "rb") as fh:
+                frames.append(pd.read_parquet(fh))
         frame = pd.concat(frames, ignore_index=True) if frames else target.decl.empty_frame()
         return target.decl.coerce(frame, what=f"lake files of {target.asset!r}")
 
