@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up dev clean
+.PHONY: install run test up dev worker clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ up: install
 
 dev: install
 	$(BIN)/idem dev
+
+worker: install
+	deploy/celery/worker.sh
 
 test: install
 	$(BIN)/pytest

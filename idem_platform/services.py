@@ -173,6 +173,24 @@ def ensure_services() -> Services:
     return services
 
 
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: idem_platform.definitions
+      location_name: idem_platform
+"""
+
+
+def workspace_file(home: Path) -> Path:
+    """The project's workspace.yaml when run from the project, else the same workspace written to DAGSTER_HOME."""
+    local = Path("workspace.yaml")
+    if local.exists():
+        return local.absolute()
+    written = home / "workspace.yaml"
+    written.write_text(WORKSPACE_YAML)
+    return written
+
+
 def stop_embedded_postgres() -> None:
     """Fast-shutdown the embedded server (its data stays under the state dir)."""
     import signal
@@ -191,7 +209,7 @@ def dev_processes(services: Services, *, host: str, port: int) -> int:
     import time
 
     bin_dir = Path(sys.executable).parent
-    workspace = ["-w", str(Path("workspace.yaml").absolute())]
+    workspace = ["-w", str(workspace_file(services.dagster_home))]
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), *workspace], env=services.env()),
         subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], env=services.env()),
