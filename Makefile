@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up dev worker clean
+.PHONY: install run test up dev worker reliability clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ dev: install
 
 worker: install
 	deploy/celery/worker.sh
+
+# The full fault matrix (>= 60 fault scenarios over the three stores) and its scorecard; `make test` runs the quick one.
+reliability: install
+	IDEM_RELIABILITY_FULL=1 $(BIN)/pytest idem_platform_tests/reliability -q
+	$(BIN)/python -m idem_platform_tests.reliability.scorecard --min-fault-scenarios 60
 
 test: install
 	$(BIN)/pytest

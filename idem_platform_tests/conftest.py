@@ -22,7 +22,6 @@ from idem_platform.resources import LakeResource, PostgresResource
 from idem_platform.services import DAGSTER_YAML, dagster_cli
 from idem_platform.storage.file_store import FilePartitionIOManager
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
-from idem_platform_tests.search_server import external_search_url
 
 
 pytest_plugins = ["idem_platform_tests.search_server"]
@@ -118,7 +117,7 @@ def cli_env(instance_env, tmp_path, es) -> dict[str, str]:
     (a fresh osmem clone, unless IDEM_ES_URL names a cluster) of the test's own."""
     schema = f"wh_{uuid.uuid4().hex[:8]}"
     env = {**instance_env, "IDEM_PG_SCHEMA": schema, "IDEM_LAKE_DIR": str(tmp_path / "lake"), "IDEM_STATE_DIR": str(tmp_path / "state")}
-    if not external_search_url():
+    if not os.environ.get("IDEM_ES_URL"):  # else the cluster IDEM_ES_URL names (see search_server.py)
         env["IDEM_ES_URL"] = es.url
     return env
 
