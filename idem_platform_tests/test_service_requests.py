@@ -160,3 +160,20 @@ def test_daily_schedule_requests_yesterdays_partition():
         )
         [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-03-04"
+
+
+def test_verify_is_identical_after_a_normal_run_and_differs_after_late_data(resources, postgres, es, pg_dsn):
+    from idem_platform.assets.service_requests import service_requests_search
+    from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
+    from idem_platform.verification import verify_partitions
+
+    assets = [service_requests, service_requests_search, service_requests_daily_summary]
+    defs = dg.Definitions(assets=assets, resources={
+        **resources, "search_io": ElasticsearchPartitionIOManager(postgres=postgres, es=es, replicas=0)})
+    materialize(assets, defs.resources, DAYS[2])
+    for asset in ("service_requests", "service_requests_search", "service_requests_daily_summary"):
+        assert [v.status for v in verify_partitions(defs, asset, [DAYS[2]])] == ["identical"], asset
+    with psycopg.connect(pg_dsn) as conn:
+        closed = source_311.update_requests(conn, [DAYS[2]], seed=7)
+    [verdict] = verify_partitions(defs, "service_requests", [DAYS[2]])
+    assert verdict.status == "differs" and len(verdict.changed) == closed and not verdict.added and not verdict.removed

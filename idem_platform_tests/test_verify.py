@@ -140,3 +140,51 @@ def test_idem_verify_cli_exit_codes(cli_env):
     assert drifted.returncode == 2 and '"status": "drifted"' in drifted.stdout
     bad = run([*verify, "people", "--partition", "2026-02-30"], cli_env)
     assert bad.returncode == 3 and "'2026-02-30'" in bad.stderr
+
+
+@pytest.fixture
+def search_defs(store_resources, postgres, es):
+    from idem_platform.assets.people import people_search
+    from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
+
+    assets = [raw_people, people, people_search]
+    resources = {**store_resources, "search_io": ElasticsearchPartitionIOManager(postgres=postgres, es=es, replicas=0)}
+    return dg.Definitions(assets=assets, asset_checks=checks_for(assets), resources=resources)
+
+
+def test_search_index_identical_then_drifted_after_a_document_is_deleted(search_defs, instance, es):
+    assets = list(search_defs.assets)
+    result = dg.materialize([*assets, *checks_for(assets)], partition_key=DAY, resources=search_defs.resources, instance=instance)
+    assert all(check_results(result).values())
+    [verdict] = verify_partitions(search_defs, "people_search", [DAY])
+    assert verdict.status == "identical" and verdict.in_sink.rows == 1000
+    client = es.client()
+    hit = client.search(index=f"people_search-{DAY.replace('-', '.')}", size=1, sort=[{"person_id": "asc"}])["hits"]["hits"][0]
+    client.delete(index=hit["_index"], id=hit["_id"], refresh=True)
+    [verdict] = verify_partitions(search_defs, "people_search", [DAY])
+    assert verdict.status == "drifted" and exit_code([verdict]) == 2
+    assert verdict.in_sink.rows == 999 and verdict.added == [hit["_source"]["person_id"]]
+    checks_only = dg.materialize(
+        [*assets, *checks_for(assets)], selection=dg.AssetSelection.checks_for_assets(*assets),
+        tags={"dagster/partition": DAY}, resources=search_defs.resources, instance=instance,
+    )
+    results = check_results(checks_only)
+    assert results[("people_search", "fingerprint_matches_ledger")] is False
+    assert results[("people_search", "row_count_matches_upstream")] is False
+    assert results[("people", "fingerprint_matches_ledger")] is True
+
+
+@pytest.mark.slow
+def test_verify_job_runs_from_dagster_and_fails_on_drift(cli_env, tmp_path):
+    assert run(materialize_command("raw_people,people", partition=DAY), cli_env).returncode == 0
+    config = tmp_path / "verify.yaml"
+    config.write_text(f"ops:\n  verify_partitions_op:\n    config:\n      asset: people\n      partitions: ['{DAY}']\n")
+    job = [str(BIN / "dagster"), "job", "execute", "-m", "idem_platform.definitions", "-j", "verify_job", "--config"]
+    ok = run([*job, str(config)], cli_env)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
+        conn.execute(f'DELETE FROM "{cli_env["IDEM_PG_SCHEMA"]}".people WHERE ctid IN '
+                     f'(SELECT ctid FROM "{cli_env["IDEM_PG_SCHEMA"]}".people LIMIT 1)')
+    drifted = run([*job, str(config)], cli_env)
+    assert drifted.returncode != 0
+    assert "1 of 1 partitions are not identical" in drifted.stdout + drifted.stderr
