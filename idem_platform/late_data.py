@@ -17,7 +17,7 @@ import dagster as dg
 from psycopg import sql
 
 from . import partitions, source_311
-from .resources import META_SCHEMA, PostgresResource
+from .resources import META_SCHEMA, PostgresResource, warehouse_schema
 from .storage import ledger
 
 ASSET = "service_requests"
@@ -32,9 +32,9 @@ def last_published(postgres: PostgresResource, asset: str, days: list[str]) -> d
         rows = conn.execute(
             sql.SQL(
                 "SELECT partition, max(published_at) FROM {} WHERE asset = %s AND sink = 'postgres' "
-                "AND partition = ANY(%s) GROUP BY 1"
+                "AND store = %s AND partition = ANY(%s) GROUP BY 1"
             ).format(sql.Identifier(META_SCHEMA, "ledger")),
-            (asset, days),
+            (asset, f"{warehouse_schema()}.{asset}", days),
         ).fetchall()
     return dict(rows)
 

@@ -69,7 +69,10 @@ class PartitionVerdict:
 def published_digests(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> dict[str, PartitionDigest]:
     sink = io_manager.sink()
     with io_manager.postgres.connect() as conn:
-        rows = [e for e in ledger.history(conn, asset=target.asset, days=days) if e.sink == sink.name]
+        rows = [
+            e for e in ledger.history(conn, asset=target.asset, days=days)
+            if e.sink == sink.name and e.store == sink.store(target)
+        ]
     latest = {e.partition: e for e in rows}
     return {d: PartitionDigest(e.row_count, e.fingerprint) for d, e in latest.items()}
 

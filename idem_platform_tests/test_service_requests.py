@@ -154,11 +154,8 @@ def test_daily_schedule_requests_yesterdays_partition():
     from idem_platform.definitions import defs
 
     schedule = defs.resolve_schedule_def("service_requests_job_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.timezone.utc)
-        )
-        [request] = schedule.evaluate_tick(context).run_requests
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.timezone.utc))
+    [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-03-04"
 
 

@@ -286,6 +286,10 @@ class ElasticsearchIndexSink(PartitionSink):
         run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
         return f"{self.day_alias(target, day)}-{run}-{secrets.token_hex(3)}"
 
+    def store(self, target: AssetTarget) -> str:
+        """The asset's read alias (physical indices change on every write; the alias does not)."""
+        return self.read_alias(target)
+
     def location(self, target: AssetTarget, day: str) -> str:
         """The physical index that holds the published day."""
         published = self._published.get((target.asset, day))

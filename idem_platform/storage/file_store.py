@@ -49,6 +49,9 @@ class LakeFileSink(PartitionSink):
     def location(self, target: AssetTarget, day: str) -> str:
         return str(self.path(target, day))
 
+    def store(self, target: AssetTarget) -> str:
+        return str(self.lake.asset_dir(target.asset))
+
     def orphans(self, target: AssetTarget, day: str) -> list[Path]:
         """Temp files of crashed writes of this day."""
         return sorted(self.lake.asset_dir(target.asset).glob(f".{day}.*.tmp"))

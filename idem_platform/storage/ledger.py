@@ -1,7 +1,9 @@
 """The publish ledger and the partition lock: the two PostgreSQL pieces every sink shares.
 
-The ledger (`idem.ledger`) has one row per published partition: asset, partition, sink, location, run id, row
-count, fingerprint, previous fingerprint, changed, published at. For the PostgreSQL sink it is written in the
+The ledger (`idem.ledger`) has one row per published partition: asset, partition, sink, store (where the sink
+keeps the asset: schema.table, lake directory, read alias), location, run id, row count, fingerprint, previous
+fingerprint, changed, published at. "Previous" and "published?" are looked up per (asset, sink, store), so
+deployments sharing one ledger database never see each other's history. For the PostgreSQL sink it is written in the
 same transaction as the publish; for the others right after the publish, inside the transaction that holds the
 partition lock.
 
@@ -36,6 +38,7 @@ class LedgerEntry:
     fingerprint: str
     previous_fingerprint: str | None
     published_at: dt.datetime | None = None
+    store: str = ""  # where the sink keeps this asset (schema.table, lake directory, read alias)
 
     @property
     def changed(self) -> bool:
@@ -64,10 +67,13 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
                 )"""
             ).format(LEDGER)
         )
+        # `store` tells deployments sharing one ledger apart (two warehouse schemas, two lake roots).
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS store text NOT NULL DEFAULT ''").format(LEDGER))
+        cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_partition")))
         cur.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS ledger_asset_partition ON {} (asset, sink, partition, id)").format(
-                LEDGER
-            )
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS ledger_asset_store_partition ON {} (asset, sink, store, partition, id)"
+            ).format(LEDGER)
         )
 
 
@@ -78,16 +84,18 @@ def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:partition:{asset}:{day}",))
 
 
-def latest_fingerprints(conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str]) -> dict[str, str]:
-    """The fingerprint last published for each of `days` (days never published are absent)."""
+def latest_fingerprints(
+    conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str], store: str
+) -> dict[str, str]:
+    """The fingerprint last published for each of `days` in that store (days never published are absent)."""
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
                 """SELECT DISTINCT ON (partition) partition, fingerprint FROM {}
-                   WHERE asset = %s AND sink = %s AND partition = ANY(%s)
+                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s)
                    ORDER BY partition, id DESC"""
             ).format(LEDGER),
-            (asset, sink, list(days)),
+            (asset, sink, store, list(days)),
         )
         return dict(cur.fetchall())
 
@@ -96,12 +104,12 @@ def record(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
-                """INSERT INTO {} (asset, partition, sink, location, run_id, row_count, fingerprint,
+                """INSERT INTO {} (asset, partition, sink, store, location, run_id, row_count, fingerprint,
                                    previous_fingerprint, changed)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
             ).format(LEDGER),
             [
-                (e.asset, e.partition, e.sink, e.location, e.run_id, e.row_count, e.fingerprint,
+                (e.asset, e.partition, e.sink, e.store, e.location, e.run_id, e.row_count, e.fingerprint,
                  e.previous_fingerprint, e.changed)
                 for e in entries
             ],
@@ -123,7 +131,7 @@ def history(
         cur.execute(
             sql.SQL(
                 """SELECT asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint,
-                          published_at FROM {} WHERE {} ORDER BY id"""
+                          published_at, store FROM {} WHERE {} ORDER BY id"""
             ).format(LEDGER, sql.SQL(" AND ").join(conditions)),
             params,
         )

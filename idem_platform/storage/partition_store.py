@@ -73,6 +73,10 @@ class PartitionSink(abc.ABC):
     @abc.abstractmethod
     def location(self, target: AssetTarget, day: str) -> str: ...
 
+    @abc.abstractmethod
+    def store(self, target: AssetTarget) -> str:
+        """Where this sink keeps the asset (stable across writes): the ledger's key besides asset and sink."""
+
     def prepare(self, conn: psycopg.Connection, target: AssetTarget) -> None:
         """Create or evolve the container (table, directory, template). Runs before the partition lock."""
 
@@ -124,7 +128,8 @@ def publish_partitions(
         conn.commit()
         log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
         ledger.lock_partitions(conn, target.asset, days)
-        previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days)
+        store = sink.store(target)
+        previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days, store)
         fault_point(sink.name, "before_stage", target.asset)
         staged = sink.stage(conn, target, days, frame, run_id)
         try:
@@ -140,7 +145,7 @@ def publish_partitions(
             ledger.LedgerEntry(
                 asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
                 run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
-                previous_fingerprint=previous.get(day),
+                previous_fingerprint=previous.get(day), store=store,
             )
             for day in days
         ]
@@ -161,7 +166,10 @@ def load_partitions(
     """The published rows of `days`; a day that was never published is an error, not an empty frame."""
     days = sorted(days)
     with postgres.connect() as conn:
-        published = ledger.latest_fingerprints(conn, target.asset, sink.name, days) if ledger.ledger_exists(conn) else {}
+        published = (
+            ledger.latest_fingerprints(conn, target.asset, sink.name, days, sink.store(target))
+            if ledger.ledger_exists(conn) else {}
+        )
     missing = [d for d in days if d not in published]
     if missing:
         raise dg.DagsterInvariantViolationError(

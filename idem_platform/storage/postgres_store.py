@@ -66,7 +66,10 @@ class PostgresTableSink(PartitionSink):
         return sql.Identifier(self.schema, target.asset)
 
     def location(self, target: AssetTarget, day: str) -> str:
-        return f"{self.schema}.{target.asset}?{PARTITION_COLUMN}={day}"
+        return f"{self.store(target)}?{PARTITION_COLUMN}={day}"
+
+    def store(self, target: AssetTarget) -> str:
+        return f"{self.schema}.{target.asset}"
 
     def prepare(self, conn: psycopg.Connection, target: AssetTarget) -> None:
         decl = target.decl

@@ -128,7 +128,7 @@ def test_hostile_names_and_values_in_the_postgres_sink(security_dsn, make_store,
         assert victims_intact(security_dsn, spec.schema)
         created = relations(security_dsn) - before
         ledger_relations = {"idem.ledger (r)", "idem.ledger_pkey (i)", "idem.ledger_id_seq (S)",
-                            "idem.ledger_asset_partition (i)"}
+                            "idem.ledger_asset_store_partition (i)"}
         assert created == {f"{spec.schema}.{HOSTILE_ASSET} (r)", f"{spec.schema}.{HOSTILE_ASSET}_pkey (i)"} | ledger_relations
         with psycopg.connect(security_dsn) as conn:
             columns = conn.execute(
