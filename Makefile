@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up dev worker reliability clean
+.PHONY: install run test up dev worker reliability bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ reliability: install
 
 test: install
 	$(BIN)/pytest
+
+# Side-by-side benchmarks: each prints baseline, platform, medians and the ratio with its target (docs/benchmarks.md).
+bench: install
+	$(BIN)/python benchmarks/bench_fingerprint.py
+	$(BIN)/python benchmarks/bench_pg_overwrite.py
+	$(BIN)/python benchmarks/bench_pg_history.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_backfill.py
+	$(BIN)/python benchmarks/bench_es_overwrite.py
 
 clean:
 	rm -rf .idem

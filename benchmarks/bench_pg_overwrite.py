@@ -1,0 +1,178 @@
+"""PostgreSQL overwrite of one 1M-row day (10 mixed columns): the platform vs raw COPY vs DataFrame.to_sql.
+
+    .venv/bin/python benchmarks/bench_pg_overwrite.py [--rows 1000000] [--repeat 3] [--to-sql-repeat 1] [--prototype]
+
+One fresh database, the same in-memory frame for every path, interleaved repetitions, medians:
+
+- idem: `publish_partitions` with the sink of `PostgresPartitionIOManager` (what its `handle_output` calls):
+  coerce, fingerprint and audit the frame, partition lock, ledger lookup, DELETE the day, COPY (pyarrow CSV
+  chunks) into the table with PRIMARY KEY (partition_date, id), per-day count verify, ledger row, COMMIT. Every
+  repetition replaces the 1M rows the previous one published (a warm-up publishes them first).
+- raw COPY, CSV stream: what a careful user writes: the frame to Arrow once, `pyarrow.csv.write_csv` per
+  100k-row slice, `cursor.copy(...).write`, COMMIT, into a plain unindexed table created (empty) outside the
+  clock. The 0.9x target is read against this one: it is the fastest honest way to get a frame into PostgreSQL.
+- raw COPY, write_row: the common psycopg idiom: `for row in frame.itertuples(): copy.write_row(row)`, same
+  plain table.
+- to_sql: `frame.to_sql(..., method=None, chunksize=10_000)` through SQLAlchemy + psycopg 3 (faster here than
+  psycopg2), into a table it creates; 1M rows take tens of seconds, so it runs --to-sql-repeat times (default 1).
+
+ratio = baseline time / idem time (>= 0.9 against raw COPY, >= 4 against to_sql).
+--prototype adds rows for the change proposed in docs/benchmarks.md (benchmarks/proto_postgres_swap.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (  # noqa: E402
+    MIXED, fresh_database, frame_bytes, interleaved, load_average, machine, mixed_frame, plain_columns_sql,
+    print_ratio, print_times,
+)
+from benchmarks.proto_lean_write import publish_partitions_proto  # noqa: E402
+from benchmarks.proto_postgres_swap import PipelinedPostgresTableSink, SwapPostgresTableSink  # noqa: E402
+from idem_platform.resources import PostgresResource  # noqa: E402
+from idem_platform.storage.audit import AuditRules  # noqa: E402
+from idem_platform.storage.partition_store import AssetTarget, publish_partitions  # noqa: E402
+from idem_platform.storage.postgres_store import PostgresPartitionIOManager  # noqa: E402
+
+DAY = "2026-01-05"
+SCHEMA = "bench"
+SLICE_ROWS = 100_000
+TARGET_COPY = 0.9
+TARGET_TO_SQL = 4.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--to-sql-repeat", type=int, default=1)
+    parser.add_argument("--prototype", action="store_true", help="also time the proposed sink (not the platform)")
+    args = parser.parse_args()
+
+    print(f"{machine()}; {load_average()}", flush=True)
+    frame = mixed_frame(args.rows, DAY)
+    print(f"frame: {len(frame):,} rows x {len(frame.columns)} columns, {frame_bytes(frame) / 1e6:.0f} MB in memory", flush=True)
+
+    with fresh_database() as dsn:
+        postgres = PostgresResource(dsn=dsn)
+        sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
+        target = AssetTarget("mixed", MIXED, AuditRules())
+        columns = plain_columns_sql(MIXED)
+        engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+
+        def idem() -> float:
+            start = time.perf_counter()
+            publish_partitions(sink, postgres, target, [DAY], frame, str(uuid.uuid4()))
+            return time.perf_counter() - start
+
+        def fresh_plain_table(conn: psycopg.Connection, name: str) -> sql.Identifier:
+            table = sql.Identifier(SCHEMA, name)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, columns))
+            conn.commit()
+            return table
+
+        def raw_csv() -> float:
+            with psycopg.connect(dsn) as conn:
+                table = fresh_plain_table(conn, "plain_csv")
+                start = time.perf_counter()
+                arrow = pa.Table.from_pandas(frame, preserve_index=False)
+                options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+                with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT csv)").format(table)) as copy:
+                    for offset in range(0, arrow.num_rows, SLICE_ROWS):
+                        buf = io.BytesIO()
+                        pa_csv.write_csv(arrow.slice(offset, SLICE_ROWS), buf, options)
+                        copy.write(buf.getvalue())
+                conn.commit()
+                return time.perf_counter() - start
+
+        def raw_write_row() -> float:
+            with psycopg.connect(dsn) as conn:
+                table = fresh_plain_table(conn, "plain_rows")
+                start = time.perf_counter()
+                with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(table)) as copy:
+                    for row in frame.itertuples(index=False, name=None):
+                        copy.write_row(row)
+                conn.commit()
+                return time.perf_counter() - start
+
+        def to_sql() -> float:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, "plain_to_sql")))
+            start = time.perf_counter()
+            frame.to_sql("plain_to_sql", engine, schema=SCHEMA, if_exists="fail", index=False, chunksize=10_000, method=None)
+            return time.perf_counter() - start
+
+        paths = {
+            "idem (PostgresPartitionIOManager)": idem,
+            "raw COPY, CSV stream": raw_csv,
+            "raw COPY, write_row": raw_write_row,
+            "to_sql (SQLAlchemy + psycopg)": to_sql,
+        }
+        if args.prototype:
+            def proto(sink_, publish, asset):
+                proto_target = AssetTarget(asset, MIXED, AuditRules())
+
+                def run() -> float:
+                    start = time.perf_counter()
+                    publish(sink_, postgres, proto_target, [DAY], frame, str(uuid.uuid4()))
+                    return time.perf_counter() - start
+                return run
+
+            protos = {
+                "proto: idem sink, pipelined COPY": proto(PipelinedPostgresTableSink(postgres, SCHEMA), publish_partitions, "mixed_pipe"),
+                "proto: stage + swap, pipelined COPY": proto(SwapPostgresTableSink(postgres, SCHEMA), publish_partitions, "mixed_swap"),
+                "proto: stage + swap, pipelined, lean + overlapped audit": proto(
+                    SwapPostgresTableSink(postgres, SCHEMA),
+                    lambda *a: publish_partitions_proto(*a, overlap=True), "mixed_swap_lean",
+                ),
+            }
+            for name, run in protos.items():
+                run()  # warm-up: first publish, so every timed write is an overwrite
+                paths[name] = run
+        idem()  # warm-up: table, ledger, and the 1M rows every timed repetition replaces
+        times = interleaved(paths, args.repeat, only={"to_sql (SQLAlchemy + psycopg)": args.to_sql_repeat})
+        with psycopg.connect(dsn) as conn:
+            published = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE partition_date = %s").format(sql.Identifier(SCHEMA, "mixed")), (DAY,)
+            ).fetchone()[0]
+        assert published == len(frame), (published, len(frame))
+        engine.dispose()
+
+    print(f"\nPostgreSQL overwrite of one day, {len(frame):,} rows; {args.repeat} repetitions "
+          f"(to_sql: {args.to_sql_repeat}, 1M rows take it tens of seconds); {load_average()}\n")
+    print_times(times, units=len(frame))
+    med = {name: statistics.median(values) for name, values in times.items()}
+    idem_s = med["idem (PostgresPartitionIOManager)"]
+    print()
+    copy_ratio = med["raw COPY, CSV stream"] / idem_s
+    print_ratio(f"pg overwrite {len(frame):,} rows: raw COPY (CSV stream) / idem", copy_ratio, f">= {TARGET_COPY} [the target]", copy_ratio >= TARGET_COPY)
+    rows_ratio = med["raw COPY, write_row"] / idem_s
+    print_ratio(f"pg overwrite {len(frame):,} rows: raw COPY (write_row) / idem", rows_ratio, f">= {TARGET_COPY}", rows_ratio >= TARGET_COPY)
+    to_sql_ratio = med["to_sql (SQLAlchemy + psycopg)"] / idem_s
+    print_ratio(f"pg overwrite {len(frame):,} rows: to_sql / idem", to_sql_ratio, f">= {TARGET_TO_SQL:g}", to_sql_ratio >= TARGET_TO_SQL)
+    for name in [n for n in med if n.startswith("proto")]:
+        print(f"  {name} (not the platform): raw COPY (CSV stream) / it = {med['raw COPY, CSV stream'] / med[name]:.2f}, "
+              f"to_sql / it = {med['to_sql (SQLAlchemy + psycopg)'] / med[name]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
