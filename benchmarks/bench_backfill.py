@@ -1,6 +1,6 @@
 """Backfill overhead: 365 daily partitions of a small asset in ONE `dagster asset materialize --partition-range` run.
 
-    .venv/bin/python benchmarks/bench_backfill.py [--days 365] [--repeat 3] [--single-runs 8] [--rows-per-day 100]
+    .venv/bin/python benchmarks/bench_backfill.py [--days 365] [--repeat 3] [--single-runs 8] [--rows-per-day 100] [--prototype]
 
 The asset is `bench_readings` of benchmarks/backfill_defs.py (an `@idem_asset` on `PostgresPartitionIOManager`,
 100 rows per day) run by the real command line on a migrated dagster-postgres instance in a temporary
@@ -17,7 +17,10 @@ DAGSTER_HOME, instance and warehouse in one fresh database (as the CLI tests do)
 - where the range run's time goes (re-measured in this process, same database, same frame): what `idem_asset`
   does around the asset function (partition-key validation, coerce, fingerprint), `publish_partitions` of the
   365 days (validation again, audit, DELETE + COPY, ledger), and the partition-key validation alone; the rest
-  of the wall-clock time is Dagster's (process start, definitions, run creation, event storage).
+  of the wall-clock time is Dagster's (process start, definitions, run creation, event storage). The CPU time
+  of the dagster processes is printed too: unlike wall time it hardly moves when other jobs load the machine.
+--prototype also times range runs with the partition-key validation fix proposed in docs/benchmarks.md
+(patched in by benchmarks/backfill_defs.py; not the platform), interleaved with the platform's.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,15 +49,22 @@ TARGET_MS = 50.0
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
-def materialize(env: dict[str, str], *partition_args: str) -> float:
+def materialize(env: dict[str, str], *partition_args: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the dagster process and its step process) of one CLI run."""
     cmd = [DAGSTER, "asset", "materialize", "-m", "benchmarks.backfill_defs", "--select", "bench_readings", *partition_args]
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {done.returncode}")
-    return elapsed
+    return elapsed, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def compute_seconds(log: Path, skip: int) -> list[float]:
@@ -72,6 +83,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--single-runs", type=int, default=8)
     parser.add_argument("--rows-per-day", type=int, default=100)
+    parser.add_argument("--prototype", action="store_true", help="also time the proposed validation fix (not the platform)")
     args = parser.parse_args()
     days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]
     span = f"{days[0]}...{days[-1]}"
@@ -90,27 +102,9 @@ def main() -> int:
         }
         subprocess.run([DAGSTER, "instance", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
 
-        range_walls, range_compute = [], []
-        for _ in range(args.repeat):
-            before = logged_calls(log)
-            range_walls.append(materialize(env, "--partition-range", span))
-            range_compute.append(sum(compute_seconds(log, before)))
-            print(f"  range run: {range_walls[-1]:.1f} s", flush=True)
-        single_walls, single_compute = [], []
-        for day in days[: args.single_runs]:
-            before = logged_calls(log)
-            single_walls.append(materialize(env, "--partition", day))
-            single_compute.append(sum(compute_seconds(log, before)))
-
-        with psycopg.connect(dsn) as conn:
-            published = conn.execute(
-                "SELECT count(DISTINCT partition) FROM idem.ledger WHERE asset = 'bench_readings'"
-            ).fetchone()[0]
-        assert published == len(days), (published, len(days))
-
-        # Where the time goes, in this process: the platform's part of a range run, without Dagster.
+        # The platform's own parts of a range run, re-measured in this process after each run (same load).
         os.environ["IDEM_PG_DSN"] = dsn
-        from benchmarks.backfill_defs import READING_COLUMNS, SCHEMA, daily_readings
+        from benchmarks.backfill_defs import PROTO_VALIDATION_ENV, READING_COLUMNS, SCHEMA, daily_readings
         from idem_platform.partitions import validate_partition_keys
         from idem_platform.resources import PostgresResource
         from idem_platform.storage.audit import AuditRules
@@ -122,59 +116,99 @@ def main() -> int:
         decl = TableDeclaration.build(READING_COLUMNS, ["reading_id"])
         target = AssetTarget("bench_readings", decl, AuditRules())
         sink = PostgresTableSink(PostgresResource(dsn=dsn), SCHEMA)
-        frame = decl.coerce(daily_readings(days, args.rows_per_day))
         raw = daily_readings(days, args.rows_per_day)
-        write_times, wrapper_times, validate_times = [], [], []
+        frame = decl.coerce(raw)
+
+        runs: dict[str, dict[str, list[float]]] = {
+            kind: {"wall": [], "cpu": [], "compute": []}
+            for kind in ["range", "single"] + (["range_proto"] if args.prototype else [])
+        }
+        parts: dict[str, list[float]] = {"wrapper": [], "write": [], "validate": []}
+
+        def run(kind: str, run_env: dict[str, str], *partition_args: str) -> None:
+            before = logged_calls(log)
+            wall, cpu = materialize(run_env, *partition_args)
+            runs[kind]["wall"].append(wall)
+            runs[kind]["cpu"].append(cpu)
+            runs[kind]["compute"].append(sum(compute_seconds(log, before)))
+
         for _ in range(args.repeat):
+            run("range", env, "--partition-range", span)
+            print(f"  range run: {runs['range']['wall'][-1]:.1f} s", flush=True)
+            if args.prototype:
+                run("range_proto", {**env, PROTO_VALIDATION_ENV: "1"}, "--partition-range", span)
+                print(f"  range run, prototype validation: {runs['range_proto']['wall'][-1]:.1f} s", flush=True)
             start = time.perf_counter()  # what idem_asset does around the asset function
             validate_partition_keys(days)
             combine(list(partition_digests(decl.coerce(raw), decl, days).values()))
-            wrapper_times.append(time.perf_counter() - start)
+            parts["wrapper"].append(time.perf_counter() - start)
             start = time.perf_counter()
             publish_partitions(sink, PostgresResource(dsn=dsn), target, days, frame, "in-process")
-            write_times.append(time.perf_counter() - start)
+            parts["write"].append(time.perf_counter() - start)
             start = time.perf_counter()
             validate_partition_keys(days)
-            validate_times.append(time.perf_counter() - start)
+            parts["validate"].append(time.perf_counter() - start)
+        for day in days[: args.single_runs]:
+            run("single", env, "--partition", day)
 
-    wall, compute = statistics.median(range_walls), statistics.median(range_compute)
-    single_wall, single_own = statistics.median(single_walls), statistics.median(single_compute)
-    write, validate = statistics.median(write_times), statistics.median(validate_times)
-    wrapper = statistics.median(wrapper_times)
+        with psycopg.connect(dsn) as conn:
+            published = conn.execute(
+                "SELECT count(DISTINCT partition) FROM idem.ledger WHERE asset = 'bench_readings'"
+            ).fetchone()[0]
+        assert published == len(days), (published, len(days))
+
+    med = {kind: {k: statistics.median(v) for k, v in figures.items()} for kind, figures in runs.items()}
+    wall, compute, cpu = med["range"]["wall"], med["range"]["compute"], med["range"]["cpu"]
+    single_wall, single_own = med["single"]["wall"], med["single"]["compute"]
+    wrapper, write, validate = (statistics.median(parts[k]) for k in ("wrapper", "write", "validate"))
     per_partition_ms = (wall - compute) / len(days) * 1000
     marginal_ms = ((wall - compute) - (single_wall - single_own)) / (len(days) - 1) * 1000
 
     print(f"\nBackfill of {len(days)} daily partitions x {args.rows_per_day} rows (bench_readings, PostgreSQL sink); "
           f"{load_average()}\n")
-    print_times({
-        f"range run ({len(days)} days), wall": range_walls,
-        "range run, asset's own compute": range_compute,
-        "single-day run, wall": single_walls,
-        "single-day run, asset's own compute": single_compute,
-    })
-    print(f"\nwhere a range run's {wall:.1f} s go (medians; the platform's parts re-measured in this process, same frame):")
+    table = {
+        f"range run ({len(days)} days), wall": runs["range"]["wall"],
+        "range run, CPU of the dagster processes": runs["range"]["cpu"],
+        "range run, asset's own compute": runs["range"]["compute"],
+    }
+    if args.prototype:
+        table["proto: range run with the validation fix, wall"] = runs["range_proto"]["wall"]
+        table["proto: range run with the validation fix, CPU"] = runs["range_proto"]["cpu"]
+    table["single-day run, wall"] = runs["single"]["wall"]
+    table["single-day run, asset's own compute"] = runs["single"]["compute"]
+    print_times(table)
+    print(f"\nwhere a range run's {wall:.1f} s go (medians; the platform's parts re-measured in this process after each run):")
     rows = [
         ("asset's own compute (measured inside the run)", compute),
         ("idem_asset around it: validate keys, coerce, fingerprint", wrapper),
         (f"publish_partitions of {len(days)} days: validate keys, audit, DELETE+COPY, ledger", write),
         ("the rest: process start, definitions, run creation, Dagster events", wall - compute - wrapper - write),
+        ("  within the two platform parts: partition-key validation, twice", 2 * validate),
+        ("fixed cost of one run (single-day run minus its compute)", single_wall - single_own),
     ]
     for name, seconds in rows:
-        print(f"  {name:<78} {seconds:6.2f} s")
-    print(f"  {'  of the platform parts: partition-key validation, twice (O(days x all partitions))':<78} {2 * validate:6.2f} s")
-    print(f"  {'fixed cost of one run (single-day run minus its compute)':<78} {single_wall - single_own:6.2f} s\n")
+        print(f"  {name:<80} {seconds:6.2f} s")
+    print()
     print_ratio(
         f"backfill {len(days)} partitions in one run: overhead per partition, ms", per_partition_ms,
         f"<= {TARGET_MS:g} ms", per_partition_ms <= TARGET_MS,
     )
+    print_report(
+        "backfill: CPU overhead per partition (less sensitive to other load)",
+        f"{(cpu - compute) / len(days) * 1000:.1f} ms ((dagster processes' CPU - asset compute) / {len(days)})",
+    )
+    if args.prototype:
+        proto_ms = (med["range_proto"]["wall"] - med["range_proto"]["compute"]) / len(days) * 1000
+        print(f"  proto: validation fix (not the platform): {proto_ms:.1f} ms per partition, wall")
     print_report(
         "backfill: marginal overhead per extra partition in a range run",
         f"{marginal_ms:.1f} ms ((range overhead - single-run overhead) / {len(days) - 1})",
     )
     print_report(
         f"backfill: {len(days)} separate runs",
-        f"{single_wall:.2f} s per run (median of {len(single_walls)} measured) -> {single_wall * len(days) / 60:.1f} min "
-        f"EXTRAPOLATED for {len(days)} runs, vs {wall:.1f} s measured for one range run ({single_wall * len(days) / wall:.0f}x)",
+        f"{single_wall:.2f} s per run (median of {len(runs['single']['wall'])} measured) -> "
+        f"{single_wall * len(days) / 60:.1f} min EXTRAPOLATED for {len(days)} runs, vs {wall:.1f} s measured "
+        f"for one range run ({single_wall * len(days) / wall:.0f}x)",
     )
     return 0
 

@@ -16,12 +16,11 @@ the old day leaves by `DROP TABLE` instead of row by row.
              ADD PRIMARY KEY, ADD CHECK (partition_date = day) so ATTACH needs no validation scan
     verify   the COPY's row count per day: the staging table was created in this transaction, nobody else can
              see or write it, so the count COPY reports is the table's count
-    publish  per day: DETACH + DROP the old day partition (`<asset>_p<yyyymmdd>`: a fixed name per day, found
+    publish  per day: DETACH + DROP the old day partition (`<asset>_p<yyyymmdd>`: one fixed name per day, found
              with to_regclass, never by listing the partitions), ATTACH the staged one and RENAME it to that
-             name; the COMMIT that writes the
-             ledger rows makes it visible. DETACH takes ACCESS EXCLUSIVE on the parent for the few
-             milliseconds between it and the COMMIT; set `lock_timeout` and retry so a long-running reader
-             delays the swap instead of queueing every new reader behind it.
+             name; the COMMIT that writes the ledger rows makes it visible. DETACH takes ACCESS EXCLUSIVE on
+             the parent for the few milliseconds between it and the COMMIT; set `lock_timeout` and retry so a
+             long-running reader delays the swap instead of queueing every new reader behind it.
     discard  the rollback drops the staging tables
 
 `proto_lean_write.publish_partitions_proto(..., overlap=True)` adds the other half: the frame's digests and

@@ -1,0 +1,87 @@
+"""`make bench`: every benchmark script in turn, then one summary of every ratio with its target.
+
+    .venv/bin/python -m benchmarks.run_all [--prototype] [--budget-minutes 10] [SCRIPT ...]
+
+Each script runs in its own process (its output streams through unchanged) and prints its own table; the
+summary collects their `RATIO ...` lines (a measured ratio, its target, met / NOT met) and `REPORT ...` lines
+(figures without a target), the machine, the load average and the total time against the budget. Exit code:
+0 when every script ran (targets that are not met are reported, not failed: timings are no test), 1 when a
+script failed. --prototype also times the prototypes of the proposed changes (not the platform; slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import load_average, machine  # noqa: E402
+
+# name -> (script, accepts --prototype)
+SCRIPTS = {
+    "fingerprint": ("bench_fingerprint.py", False),
+    "pg_overwrite": ("bench_pg_overwrite.py", True),
+    "pg_history": ("bench_pg_history.py", True),
+    "es_overwrite": ("bench_es_overwrite.py", False),
+    "backfill": ("bench_backfill.py", True),
+    "memory": ("bench_memory.py", True),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scripts", nargs="*", metavar="SCRIPT", help=f"default: all of {', '.join(SCRIPTS)}")
+    parser.add_argument("--prototype", action="store_true", help="also time the prototypes (not the platform)")
+    parser.add_argument("--budget-minutes", type=float, default=10.0)
+    args = parser.parse_args()
+    names = args.scripts or list(SCRIPTS)
+    unknown = [name for name in names if name not in SCRIPTS]
+    if unknown:
+        parser.error(f"unknown script(s) {', '.join(unknown)}; choose from {', '.join(SCRIPTS)}")
+
+    started = time.perf_counter()
+    print(f"make bench: {machine()}; {load_average()}", flush=True)
+    collected: list[str] = []
+    elapsed: dict[str, float] = {}
+    failed: list[str] = []
+    for name in names:
+        script, has_prototype = SCRIPTS[name]
+        cmd = [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / script)]
+        if args.prototype and has_prototype:
+            cmd.append("--prototype")
+        print(f"\n{'=' * 100}\n{name}: {' '.join(cmd[3:])}\n{'=' * 100}", flush=True)
+        start = time.perf_counter()
+        with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                text = line.strip()
+                if text.startswith(("RATIO ", "REPORT ")):
+                    collected.append(f"[{name}] {text}")
+                elif name == "fingerprint" and "ratio to target" in text:  # bench_fingerprint's own table line
+                    collected.append(f"[{name}] RATIO {' '.join(text.split())}")
+        elapsed[name] = time.perf_counter() - start
+        if proc.returncode != 0:
+            failed.append(name)
+            collected.append(f"[{name}] FAILED with exit code {proc.returncode}")
+
+    total = time.perf_counter() - started
+    print(f"\n{'=' * 100}\nSUMMARY ({machine()}; {load_average()})\n{'=' * 100}")
+    for line in collected:
+        print(line)
+    print("\ntime per script: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in elapsed.items()))
+    within = total <= args.budget_minutes * 60
+    print(f"total {total / 60:.1f} min (budget {args.budget_minutes:g} min: {'met' if within else 'NOT met'})")
+    not_met = [line for line in collected if "NOT met" in line]
+    print(f"{len([c for c in collected if ' RATIO ' in c]) - len(not_met)} targets met, {len(not_met)} not met"
+          + (f"; failed scripts: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
