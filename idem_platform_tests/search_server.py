@@ -67,6 +67,11 @@ def search_asset_name(es) -> Iterator[Callable[[str], str]]:
     yield make
     if not external_search_url() or not names:
         return  # a clone disappears with its data
+    delete_asset_indices(es, names)
+
+
+def delete_asset_indices(es: ElasticsearchResource, names: list[str]) -> None:
+    """Delete every index and the template of these assets (cleanup on a shared cluster)."""
     client = es.client()
     try:
         for name in names:

@@ -19,7 +19,7 @@ import pytest
 
 from idem_platform_tests.reliability.harness import StoreSpec
 from idem_platform_tests.reliability.scorecard import SCORECARD, Scorecard, format_scorecard
-from idem_platform_tests.search_server import external_search_url
+from idem_platform_tests.search_server import delete_asset_indices, external_search_url
 
 from idem_platform.services import DAGSTER_YAML, dagster_cli
 from idem_platform.storage.elasticsearch_store import elasticsearch_from_env
@@ -85,16 +85,7 @@ def asset_names(search_url) -> Iterator[list[str]]:
     yield names
     if search_url is not None or not external_search_url() or not names:
         return
-    client = elasticsearch_from_env().client()
-    try:
-        for name in names:
-            found = client.indices.get_alias(index=f"{name}-*", expand_wildcards="open,closed").body
-            for index in found:
-                client.indices.delete(index=index, ignore_unavailable=True)
-            if client.indices.exists_index_template(name=f"idem-{name}"):
-                client.indices.delete_index_template(name=f"idem-{name}")
-    finally:
-        client.close()
+    delete_asset_indices(elasticsearch_from_env(), names)
 
 
 @pytest.fixture
