@@ -12,6 +12,7 @@ script failed. --prototype also times the prototypes of the proposed changes (no
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import load_average, machine  # noqa: E402
+
+FINGERPRINT_LINE = re.compile(r"ratio to target 1M rows/s\s+([\d.]+)x \((met|NOT met)\)")
 
 # name -> (script, accepts --prototype)
 SCRIPTS = {
@@ -63,8 +66,8 @@ def main() -> int:
                 text = line.strip()
                 if text.startswith(("RATIO ", "REPORT ")):
                     collected.append(f"[{name}] {text}")
-                elif name == "fingerprint" and "ratio to target" in text:  # bench_fingerprint's own table line
-                    collected.append(f"[{name}] RATIO {' '.join(text.split())}")
+                elif match := FINGERPRINT_LINE.match(text):  # bench_fingerprint.py's own table line
+                    collected.append(f"[{name}] RATIO fingerprint rows/s / 1M rows/s = {match[1]} (target >= 1: {match[2]})")
         elapsed[name] = time.perf_counter() - start
         if proc.returncode != 0:
             failed.append(name)
