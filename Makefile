@@ -37,12 +37,7 @@ test: install
 
 # Side-by-side benchmarks: each prints baseline, platform, medians and the ratio with its target (docs/benchmarks.md).
 bench: install
-	$(BIN)/python benchmarks/bench_fingerprint.py
-	$(BIN)/python benchmarks/bench_pg_overwrite.py
-	$(BIN)/python benchmarks/bench_pg_history.py
-	$(BIN)/python benchmarks/bench_memory.py
-	$(BIN)/python benchmarks/bench_backfill.py
-	$(BIN)/python benchmarks/bench_es_overwrite.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf .idem

@@ -17,7 +17,8 @@ One fresh database, the same in-memory frame for every path, interleaved repetit
   psycopg2), into a table it creates; 1M rows take tens of seconds, so it runs --to-sql-repeat times (default 1).
 
 ratio = baseline time / idem time (>= 0.9 against raw COPY, >= 4 against to_sql).
---prototype adds rows for the change proposed in docs/benchmarks.md (benchmarks/proto_postgres_swap.py).
+--prototype adds rows for the changes proposed in docs/benchmarks.md (benchmarks/proto_postgres_swap.py and
+benchmarks/proto_lean_write.py; prototypes, not the platform).
 """
 
 from __future__ import annotations
@@ -149,11 +150,10 @@ def main() -> int:
                 paths[name] = run
         idem()  # warm-up: table, ledger, and the 1M rows every timed repetition replaces
         times = interleaved(paths, args.repeat, only={"to_sql (SQLAlchemy + psycopg)": args.to_sql_repeat})
-        with psycopg.connect(dsn) as conn:
-            published = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE partition_date = %s").format(sql.Identifier(SCHEMA, "mixed")), (DAY,)
-            ).fetchone()[0]
-        assert published == len(frame), (published, len(frame))
+        with psycopg.connect(dsn) as conn:  # every path loaded every row
+            for name in ("mixed", "plain_csv", "plain_rows", "plain_to_sql"):
+                loaded = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCHEMA, name))).fetchone()[0]
+                assert loaded == len(frame), (name, loaded, len(frame))
         engine.dispose()
 
     print(f"\nPostgreSQL overwrite of one day, {len(frame):,} rows; {args.repeat} repetitions "

@@ -42,6 +42,7 @@ from idem_platform.storage.postgres_store import PostgresTableSink, StagingMisma
 from idem_platform.storage.schema import PARTITION_COLUMN
 
 PIPELINE_CHUNKS = 2  # encoded chunks waiting for the connection: bounds the extra memory to ~3 chunks
+PIPELINE_CHUNK_ROWS = 32_768  # ~5 MB of CSV per chunk for the 10-column frame: small enough to keep 3 in flight
 
 
 def copy_pipelined(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.DataFrame) -> int:
@@ -52,7 +53,7 @@ def copy_pipelined(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.Dat
 
     def produce() -> None:
         try:
-            for chunk in csv_chunks(frame):
+            for chunk in csv_chunks(frame, PIPELINE_CHUNK_ROWS):
                 while not stop.is_set():
                     try:
                         chunks.put(chunk, timeout=0.1)
