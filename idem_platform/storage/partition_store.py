@@ -8,7 +8,10 @@ Everything else is here, once: audit rules, fingerprints, the partition lock and
 
 The lock, the ledger rows and (for PostgreSQL) the staged rows share one transaction: for the table sink the
 COMMIT is the publish, for the others the publish happens just before it. A failure anywhere before the publish
-discards the stage and leaves the published partition and its ledger row untouched.
+discards the stage and leaves the published partition and its ledger row untouched. The audit passes before
+any publish; for PostgreSQL it runs in a thread while the rows are staged (the rollback discards them if it
+fails), which hides its cost behind the COPY. Very long ranges are published in several transactions
+(`max_days_per_transaction`, each day atomic), which bounds the locks one transaction holds.
 
 `PartitionIOManager` is the Dagster face of this: it reads the asset's declaration from its definition
 metadata, runs the write for every partition of the run (a range run publishes every day of the range, empty
@@ -20,6 +23,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +39,7 @@ from .dry_run import capture as capture_dry_run_frame
 from .audit import AuditRules, audit_frame
 from .faults import fault_point
 from .fingerprint import PartitionDigest, partition_digests
-from .schema import TableDeclaration
+from .schema import PARTITION_COLUMN, TableDeclaration
 
 DIGESTS_ATTR = "idem.partition_digests"
 KEY_METADATA = "idem/key"
@@ -69,6 +73,11 @@ class PartitionSink(abc.ABC):
     """One kind of storage. Only these verbs differ between sinks."""
 
     name: str
+
+    # stage may run while the frame is still being audited (the stage is discarded if the audit fails)
+    audit_during_stage: bool = False
+    # publish longer ranges in several transactions of this many days (None: one transaction)
+    max_days_per_transaction: int | None = None
 
     @abc.abstractmethod
     def location(self, target: AssetTarget, day: str) -> str: ...
@@ -117,11 +126,50 @@ def publish_partitions(
     run_id: str,
     log: logging.Logger | dg.DagsterLogManager = _log,
 ) -> list[ledger.LedgerEntry]:
-    """Replace every day of `days` in the sink with the rows of `frame`; returns the ledger rows written."""
+    """Replace every day of `days` in the sink with the rows of `frame`; returns the ledger rows written.
+
+    The digests and the audit run before anything is staged, or, for a sink whose stage is discarded by a
+    rollback (`audit_during_stage`), in a thread while it stages: either way nothing is published before the
+    audit passed. A sink with `max_days_per_transaction` publishes longer ranges in transactions of that many
+    days, in order (each day, and each batch, atomic).
+    """
     days = sorted(days)
     validate_partition_keys(days)
-    frame, digests = digests_of(frame, target.decl, days)
-    audit_frame(target.asset, frame, days, target.decl, target.rules)
+    digests = frame.attrs.pop(DIGESTS_ATTR, None)
+    if digests is None or set(digests) != set(days):
+        digests, frame = None, target.decl.coerce(frame)
+
+    def digest_and_audit() -> dict[str, PartitionDigest]:
+        known = digests or partition_digests(frame, target.decl, days)
+        audit_frame(target.asset, frame, days, target.decl, target.rules)
+        return known
+
+    batch = sink.max_days_per_transaction or len(days) or 1
+    batches = [days[i : i + batch] for i in range(0, len(days), batch)] or [days]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-audit") as pool:
+        if sink.audit_during_stage:
+            checked = pool.submit(digest_and_audit).result
+        else:
+            ready = digest_and_audit()
+            checked = lambda: ready  # noqa: E731
+        entries: list[ledger.LedgerEntry] = []
+        for part in batches:
+            rows = frame if len(batches) == 1 else _rows_of_days(frame, part)
+            entries += _publish_batch(sink, postgres, target, part, rows, run_id, log, checked)
+    changed = sum(e.changed for e in entries)
+    log.info(
+        f"{target.asset}: published {_span(days)} to {sink.name} "
+        f"({sum(e.row_count for e in entries)} rows, {changed} of {len(entries)} partitions changed)"
+    )
+    return entries
+
+
+def _rows_of_days(frame: pd.DataFrame, days: Sequence[str]) -> pd.DataFrame:
+    return frame[frame[PARTITION_COLUMN].isin(pd.to_datetime(list(days)))].reset_index(drop=True)
+
+
+def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) -> list[ledger.LedgerEntry]:
+    """lock -> stage -> (audit passed?) -> verify -> publish -> ledger -> COMMIT, for one transaction's days."""
     with postgres.connect() as conn:
         ledger.ensure_ledger(conn)
         sink.prepare(conn, target)
@@ -131,8 +179,13 @@ def publish_partitions(
         store = sink.store(target)
         previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days, store)
         fault_point(sink.name, "before_stage", target.asset)
-        staged = sink.stage(conn, target, days, frame, run_id)
         try:
+            staged = sink.stage(conn, target, days, frame, run_id)
+        except BaseException:
+            checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
+            raise
+        try:
+            digests = checked()  # an AuditError raised by the audit thread discards the stage
             fault_point(sink.name, "after_stage", target.asset)
             sink.verify_staged(conn, target, staged, digests)
             fault_point(sink.name, "after_audit", target.asset)
@@ -152,11 +205,6 @@ def publish_partitions(
         ledger.record(conn, entries)
         fault_point(sink.name, "after_ledger", target.asset)
     fault_point(sink.name, "after_commit", target.asset)
-    changed = sum(e.changed for e in entries)
-    log.info(
-        f"{target.asset}: published {_span(days)} to {sink.name} "
-        f"({sum(e.row_count for e in entries)} rows, {changed} of {len(entries)} partitions changed)"
-    )
     return entries
 
 

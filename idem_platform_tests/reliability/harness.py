@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import re
 import threading
 import time
 import traceback
@@ -110,6 +111,7 @@ class StoreSpec:
     gen_column: str | None = "gen"  # None: every row is of one unnamed generation "*"
     es_bulk_chunk: int = 50  # small chunks: mid_stage really is mid-bulk
     pg_copy_chunk: int = 50  # small chunks: mid_stage really is mid-COPY
+    pg_swap_min_rows: int = 100  # days of this many rows are staged and swapped in, smaller ones written in place
     es_replicas: int = 0
     declaration: str = "reliability"  # see `declaration()`
 
@@ -125,7 +127,7 @@ class StoreSpec:
 
     def sink(self) -> PartitionSink:
         if self.kind == "postgres":
-            return postgres_store.PostgresTableSink(self.postgres, self.schema)
+            return postgres_store.PostgresTableSink(self.postgres, self.schema, swap_min_rows=self.pg_swap_min_rows)
         if self.kind == "lake":
             return LakeFileSink(LakeResource(root=self.lake_root))
         if self.kind == "elasticsearch":
@@ -163,8 +165,9 @@ def _pg_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
             """SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = %s""", (spec.schema,)
         ).fetchall()
-        expected = {spec.asset, f"{spec.asset}_pkey"}
-        found += [f"relation {spec.schema}.{name} ({kind})" for name, kind in rels if name not in expected]
+        # the table, its key, and one published partition (+ key) per day: a staging table (`..._<run>`) is a leftover
+        published = re.compile(rf"{re.escape(spec.asset)}(_p\d{{8}})?(_pkey)?")
+        found += [f"relation {spec.schema}.{name} ({kind})" for name, kind in rels if not published.fullmatch(name)]
         temp = conn.execute(
             """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname LIKE 'pg_temp%%' AND c.relkind = 'r'"""

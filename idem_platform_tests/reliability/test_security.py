@@ -129,7 +129,11 @@ def test_hostile_names_and_values_in_the_postgres_sink(security_dsn, make_store,
         created = relations(security_dsn) - before
         ledger_relations = {"idem.ledger (r)", "idem.ledger_pkey (i)", "idem.ledger_id_seq (S)",
                             "idem.ledger_asset_store_partition (i)"}
-        assert created == {f"{spec.schema}.{HOSTILE_ASSET} (r)", f"{spec.schema}.{HOSTILE_ASSET}_pkey (i)"} | ledger_relations
+        day_table = f"{spec.schema}.{HOSTILE_ASSET}_p{DAY.replace('-', '')}"
+        assert created == {
+            f"{spec.schema}.{HOSTILE_ASSET} (p)", f"{spec.schema}.{HOSTILE_ASSET}_pkey (I)",  # partitioned by day
+            f"{day_table} (r)", f"{day_table}_pkey (i)",
+        } | ledger_relations
         with psycopg.connect(security_dsn) as conn:
             columns = conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
