@@ -9,9 +9,6 @@ one JSON line per call to the file named by IDEM_BENCH_COMPUTE_LOG, so the bench
 what the asset itself spent from the run's wall-clock time. Everything else in the run is platform overhead:
 process start, definitions and instance loading, coerce + fingerprint + audit, the write, the ledger,
 Dagster's events and per-partition metadata.
-
-With IDEM_BENCH_PROTO_VALIDATION=1 the module first patches in a prototype of the partition-key validation fix
-proposed in docs/benchmarks.md (see below); only `bench_backfill.py --prototype` sets it.
 """
 
 import json
@@ -28,19 +25,7 @@ from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
 ROWS_PER_DAY = int(os.environ.get("IDEM_BENCH_ROWS_PER_DAY", "100"))
 COMPUTE_LOG_ENV = "IDEM_BENCH_COMPUTE_LOG"
-PROTO_VALIDATION_ENV = "IDEM_BENCH_PROTO_VALIDATION"
 SCHEMA = "bench"
-
-if os.environ.get(PROTO_VALIDATION_ENV) == "1":
-    # PROTOTYPE of the fix proposed in docs/benchmarks.md (bench_backfill.py --prototype), not the platform:
-    # `valid_range()` enumerates every partition key since the start (~1,000 keys, ~6 ms) and
-    # `validate_partition_keys` calls it once per key, twice per run; the first and last key are O(1).
-    from idem_platform import partitions as _partitions
-
-    def _valid_range_fast() -> tuple[str, str]:
-        return _partitions.daily_partitions.get_first_partition_key(), _partitions.daily_partitions.get_last_partition_key()
-
-    _partitions.valid_range = _valid_range_fast
 
 READING_COLUMNS = {
     "reading_id": "int", "sensor": "string", "value": "float", "ok": "bool", "read_at": "timestamp",

@@ -1,6 +1,6 @@
 """Backfill overhead: 365 daily partitions of a small asset in ONE `dagster asset materialize --partition-range` run.
 
-    .venv/bin/python benchmarks/bench_backfill.py [--days 365] [--repeat 3] [--single-runs 8] [--rows-per-day 100] [--prototype]
+    .venv/bin/python benchmarks/bench_backfill.py [--days 365] [--repeat 3] [--single-runs 8] [--rows-per-day 100]
 
 The asset is `bench_readings` of benchmarks/backfill_defs.py (an `@idem_asset` on `PostgresPartitionIOManager`,
 100 rows per day) run by the real command line on a migrated dagster-postgres instance in a temporary
@@ -16,11 +16,11 @@ DAGSTER_HOME, instance and warehouse in one fresh database (as the CLI tests do)
   `--partition <day>` are timed and the per-run figure is extrapolated to 365 (labelled as such; no target).
 - where the range run's time goes (re-measured in this process, same database, same frame): what `idem_asset`
   does around the asset function (partition-key validation, coerce, fingerprint), `publish_partitions` of the
-  365 days (validation again, audit, DELETE + COPY, ledger), and the partition-key validation alone; the rest
-  of the wall-clock time is Dagster's (process start, definitions, run creation, event storage). The CPU time
-  of the dagster processes is printed too: unlike wall time it hardly moves when other jobs load the machine.
---prototype also times range runs with the partition-key validation fix proposed in docs/benchmarks.md
-(patched in by benchmarks/backfill_defs.py; not the platform), interleaved with the platform's.
+  365 days (validation again, audit, the write, ledger; 100-row days are below the sink's swap threshold, so
+  each day is replaced in place, DELETE + COPY into its day partition, in transactions of 100 days), and the
+  partition-key validation alone; the rest of the wall-clock time is Dagster's (process start, definitions,
+  run creation, event storage). The CPU time of the dagster processes is printed too: unlike wall time it
+  hardly moves when other jobs load the machine.
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--single-runs", type=int, default=8)
     parser.add_argument("--rows-per-day", type=int, default=100)
-    parser.add_argument("--prototype", action="store_true", help="also time the proposed validation fix (not the platform)")
     args = parser.parse_args()
     days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]
     span = f"{days[0]}...{days[-1]}"
@@ -104,7 +103,7 @@ def main() -> int:
 
         # The platform's own parts of a range run, re-measured in this process after each run (same load).
         os.environ["IDEM_PG_DSN"] = dsn
-        from benchmarks.backfill_defs import PROTO_VALIDATION_ENV, READING_COLUMNS, SCHEMA, daily_readings
+        from benchmarks.backfill_defs import READING_COLUMNS, SCHEMA, daily_readings
         from idem_platform.partitions import validate_partition_keys
         from idem_platform.resources import PostgresResource
         from idem_platform.storage.audit import AuditRules
@@ -121,7 +120,7 @@ def main() -> int:
 
         runs: dict[str, dict[str, list[float]]] = {
             kind: {"wall": [], "cpu": [], "compute": []}
-            for kind in ["range", "single"] + (["range_proto"] if args.prototype else [])
+            for kind in ("range", "single")
         }
         parts: dict[str, list[float]] = {"wrapper": [], "write": [], "validate": []}
 
@@ -135,9 +134,6 @@ def main() -> int:
         for _ in range(args.repeat):
             run("range", env, "--partition-range", span)
             print(f"  range run: {runs['range']['wall'][-1]:.1f} s", flush=True)
-            if args.prototype:
-                run("range_proto", {**env, PROTO_VALIDATION_ENV: "1"}, "--partition-range", span)
-                print(f"  range run, prototype validation: {runs['range_proto']['wall'][-1]:.1f} s", flush=True)
             start = time.perf_counter()  # what idem_asset does around the asset function
             validate_partition_keys(days)
             combine(list(partition_digests(decl.coerce(raw), decl, days).values()))
@@ -171,9 +167,6 @@ def main() -> int:
         "range run, CPU of the dagster processes": runs["range"]["cpu"],
         "range run, asset's own compute": runs["range"]["compute"],
     }
-    if args.prototype:
-        table["proto: range run with the validation fix, wall"] = runs["range_proto"]["wall"]
-        table["proto: range run with the validation fix, CPU"] = runs["range_proto"]["cpu"]
     table["single-day run, wall"] = runs["single"]["wall"]
     table["single-day run, asset's own compute"] = runs["single"]["compute"]
     print_times(table)
@@ -181,7 +174,7 @@ def main() -> int:
     rows = [
         ("asset's own compute (measured inside the run)", compute),
         ("idem_asset around it: validate keys, coerce, fingerprint", wrapper),
-        (f"publish_partitions of {len(days)} days: validate keys, audit, DELETE+COPY, ledger", write),
+        (f"publish_partitions of {len(days)} days: validate keys, audit, write in place, ledger", write),
         ("the rest: process start, definitions, run creation, Dagster events", wall - compute - wrapper - write),
         ("  within the two platform parts: partition-key validation, twice", 2 * validate),
         ("fixed cost of one run (single-day run minus its compute)", single_wall - single_own),
@@ -197,9 +190,6 @@ def main() -> int:
         "backfill: CPU overhead per partition (less sensitive to other load)",
         f"{(cpu - compute) / len(days) * 1000:.1f} ms ((dagster processes' CPU - asset compute) / {len(days)})",
     )
-    if args.prototype:
-        proto_ms = (med["range_proto"]["wall"] - med["range_proto"]["compute"]) / len(days) * 1000
-        print(f"  proto: validation fix (not the platform): {proto_ms:.1f} ms per partition, wall")
     print_report(
         "backfill: marginal overhead per extra partition in a range run",
         f"{marginal_ms:.1f} ms ((range overhead - single-run overhead) / {len(days) - 1})",

@@ -1,6 +1,6 @@
 """Peak memory (RSS) of one 1M-row partition overwrite, as a multiple of the DataFrame's in-memory size.
 
-    .venv/bin/python benchmarks/bench_memory.py [--rows 1000000] [--repeat 2] [--prototype]
+    .venv/bin/python benchmarks/bench_memory.py [--rows 1000000] [--repeat 2]
 
 Each measurement is a fresh Python process (so nothing earlier in the run has grown its heap) that:
 
@@ -8,13 +8,12 @@ Each measurement is a fresh Python process (so nothing earlier in the run has gr
 2. builds the 10-column mixed frame (`frame.memory_usage(deep=True).sum()` is "the frame's size"), frees the
    construction temporaries (gc + malloc_trim) and resets the kernel's high-water mark (`/proc/self/clear_refs`),
    so the peak below belongs to the write, not to building the frame;
-3. overwrites the day (the parent published a 1M-row day first, so it is a real replace), then reads the
-   high-water mark VmHWM (= `getrusage(RUSAGE_SELF).ru_maxrss`).
+3. overwrites the day (the parent published a 1M-row day first, so it is a real replace: with the platform's
+   sink a stage + swap, the digests and audit in a thread while the pipelined COPY stages the rows), then reads
+   the high-water mark VmHWM (= `getrusage(RUSAGE_SELF).ru_maxrss`).
 
 peak over baseline = VmHWM - baseline: the frame itself plus everything the write allocates; the target is
 <= 2.5x the frame's size. The raw CSV-stream COPY of the same frame is measured the same way, beside it.
---prototype adds the lean write path of benchmarks/proto_lean_write.py with the platform's sink, and with the
-stage-and-swap sink of benchmarks/proto_postgres_swap.py (prototypes, not the platform).
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ TARGET_RATIO = 2.5
 PATHS = {
     "idem": "idem (PostgresPartitionIOManager)",
     "raw": "raw COPY, CSV stream (baseline)",
-    "lean": "proto: idem sink, lean coerce/fingerprint/audit",
-    "proto": "proto: stage + swap, pipelined, lean, overlapped",
 }
 
 
@@ -54,8 +51,6 @@ def child(path: str, dsn: str, rows: int) -> None:
     from benchmarks.common import (
         MIXED, frame_bytes, mixed_frame, peak_rss_bytes, release_free_memory, reset_peak_rss, rss_bytes,
     )
-    from benchmarks.proto_lean_write import publish_partitions_proto
-    from benchmarks.proto_postgres_swap import SwapPostgresTableSink
     from idem_platform.resources import PostgresResource
     from idem_platform.storage.audit import AuditRules
     from idem_platform.storage.partition_store import AssetTarget, publish_partitions
@@ -74,13 +69,6 @@ def child(path: str, dsn: str, rows: int) -> None:
     if path == "idem":
         sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
         publish_partitions(sink, postgres, AssetTarget("mixed", MIXED, AuditRules()), [DAY], frame, str(uuid.uuid4()))
-    elif path == "lean":
-        sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
-        publish_partitions_proto(sink, postgres, AssetTarget("mixed", MIXED, AuditRules()), [DAY], frame, str(uuid.uuid4()))
-    elif path == "proto":
-        sink = SwapPostgresTableSink(postgres, SCHEMA)
-        publish_partitions_proto(sink, postgres, AssetTarget("mixed_swap", MIXED, AuditRules()), [DAY], frame,
-                                 str(uuid.uuid4()), overlap=True)
     else:
         with psycopg.connect(dsn) as conn:
             table = sql.Identifier(SCHEMA, "plain_csv")
@@ -111,7 +99,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--prototype", action="store_true", help="also measure the proposed sink (not the platform)")
     parser.add_argument("--child", choices=sorted(PATHS), help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,23 +110,19 @@ def main() -> int:
     from psycopg import sql
 
     from benchmarks.common import MIXED, mixed_frame, plain_columns_sql
-    from benchmarks.proto_postgres_swap import SwapPostgresTableSink
     from idem_platform.resources import PostgresResource
     from idem_platform.storage.audit import AuditRules
     from idem_platform.storage.partition_store import AssetTarget, publish_partitions
     from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
     print(f"{machine()}; {load_average()}", flush=True)
-    paths = ["idem", "raw"] + (["lean", "proto"] if args.prototype else [])
+    paths = list(PATHS)
     results: dict[str, list[dict]] = {path: [] for path in paths}
     with fresh_database() as dsn:
         postgres = PostgresResource(dsn=dsn)
         frame = mixed_frame(args.rows, DAY)  # set-up: the day every measured write replaces
         publish_partitions(PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink(), postgres,
                            AssetTarget("mixed", MIXED, AuditRules()), [DAY], frame, "setup")
-        if args.prototype:
-            publish_partitions(SwapPostgresTableSink(postgres, SCHEMA), postgres,
-                               AssetTarget("mixed_swap", MIXED, AuditRules()), [DAY], frame, "setup")
         del frame
         with psycopg.connect(dsn) as conn:
             conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(SCHEMA, "plain_csv"), plain_columns_sql(MIXED)))
@@ -166,8 +149,6 @@ def main() -> int:
                 f"<= {TARGET_RATIO}", ratios["idem"] <= TARGET_RATIO)
     print_report(f"memory, overwrite of {args.rows:,} rows: raw COPY (CSV stream) peak RSS over baseline / frame size",
                  f"{ratios['raw']:.2f}x")
-    for path in ("lean", "proto") if args.prototype else ():
-        print(f"  {PATHS[path]} (not the platform): {ratios[path]:.2f}x")
     return 0
 
 

@@ -1,13 +1,16 @@
 """PostgreSQL overwrite of one 1M-row day (10 mixed columns): the platform vs raw COPY vs DataFrame.to_sql.
 
-    .venv/bin/python benchmarks/bench_pg_overwrite.py [--rows 1000000] [--repeat 3] [--to-sql-repeat 1] [--prototype]
+    .venv/bin/python benchmarks/bench_pg_overwrite.py [--rows 1000000] [--repeat 3] [--to-sql-repeat 1]
 
 One fresh database, the same in-memory frame for every path, interleaved repetitions, medians:
 
 - idem: `publish_partitions` with the sink of `PostgresPartitionIOManager` (what its `handle_output` calls):
-  coerce, fingerprint and audit the frame, partition lock, ledger lookup, DELETE the day, COPY (pyarrow CSV
-  chunks) into the table with PRIMARY KEY (partition_date, id), per-day count verify, ledger row, COMMIT. Every
-  repetition replaces the 1M rows the previous one published (a warm-up publishes them first).
+  coerce the frame, then fingerprint and audit it in a thread while the day is staged; partition lock, ledger
+  lookup, stage (a fresh table, pipelined COPY of pyarrow CSV chunks, then PRIMARY KEY (partition_date, id) and
+  the day's CHECK), verify by the COPY's row count, swap (DROP the day's partition of the LIST-partitioned
+  table, ATTACH the staged one, rename), ledger row, COMMIT. A day of at least the sink's swap threshold
+  (10,000 rows) is swapped; smaller days (--rows below it) are replaced in place, DELETE + COPY. Every
+  repetition replaces the rows the previous one published (a warm-up publishes them first).
 - raw COPY, CSV stream: what a careful user writes: the frame to Arrow once, `pyarrow.csv.write_csv` per
   100k-row slice, `cursor.copy(...).write`, COMMIT, into a plain unindexed table created (empty) outside the
   clock. The 0.9x target is read against this one: it is the fastest honest way to get a frame into PostgreSQL.
@@ -17,8 +20,6 @@ One fresh database, the same in-memory frame for every path, interleaved repetit
   psycopg2), into a table it creates; 1M rows take tens of seconds, so it runs --to-sql-repeat times (default 1).
 
 ratio = baseline time / idem time (>= 0.9 against raw COPY, >= 4 against to_sql).
---prototype adds rows for the changes proposed in docs/benchmarks.md (benchmarks/proto_postgres_swap.py and
-benchmarks/proto_lean_write.py; prototypes, not the platform).
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from benchmarks.common import (  # noqa: E402
     MIXED, fresh_database, frame_bytes, interleaved, load_average, machine, mixed_frame, plain_columns_sql,
     print_ratio, print_times,
 )
-from benchmarks.proto_lean_write import publish_partitions_proto  # noqa: E402
-from benchmarks.proto_postgres_swap import PipelinedPostgresTableSink, SwapPostgresTableSink  # noqa: E402
 from idem_platform.resources import PostgresResource  # noqa: E402
 from idem_platform.storage.audit import AuditRules  # noqa: E402
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions  # noqa: E402
@@ -62,7 +61,6 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--to-sql-repeat", type=int, default=1)
-    parser.add_argument("--prototype", action="store_true", help="also time the proposed sink (not the platform)")
     args = parser.parse_args()
 
     print(f"{machine()}; {load_average()}", flush=True)
@@ -72,6 +70,7 @@ def main() -> int:
     with fresh_database() as dsn:
         postgres = PostgresResource(dsn=dsn)
         sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
+        swap_min_rows = sink.swap_min_rows
         target = AssetTarget("mixed", MIXED, AuditRules())
         columns = plain_columns_sql(MIXED)
         engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -127,27 +126,6 @@ def main() -> int:
             "raw COPY, write_row": raw_write_row,
             "to_sql (SQLAlchemy + psycopg)": to_sql,
         }
-        if args.prototype:
-            def proto(sink_, publish, asset):
-                proto_target = AssetTarget(asset, MIXED, AuditRules())
-
-                def run() -> float:
-                    start = time.perf_counter()
-                    publish(sink_, postgres, proto_target, [DAY], frame, str(uuid.uuid4()))
-                    return time.perf_counter() - start
-                return run
-
-            protos = {
-                "proto: idem sink, pipelined COPY": proto(PipelinedPostgresTableSink(postgres, SCHEMA), publish_partitions, "mixed_pipe"),
-                "proto: stage + swap, pipelined COPY": proto(SwapPostgresTableSink(postgres, SCHEMA), publish_partitions, "mixed_swap"),
-                "proto: stage + swap, pipelined, lean + overlapped audit": proto(
-                    SwapPostgresTableSink(postgres, SCHEMA),
-                    lambda *a: publish_partitions_proto(*a, overlap=True), "mixed_swap_lean",
-                ),
-            }
-            for name, run in protos.items():
-                run()  # warm-up: first publish, so every timed write is an overwrite
-                paths[name] = run
         idem()  # warm-up: table, ledger, and the 1M rows every timed repetition replaces
         times = interleaved(paths, args.repeat, only={"to_sql (SQLAlchemy + psycopg)": args.to_sql_repeat})
         with psycopg.connect(dsn) as conn:  # every path loaded every row
@@ -159,6 +137,8 @@ def main() -> int:
     print(f"\nPostgreSQL overwrite of one day, {len(frame):,} rows; {args.repeat} repetitions "
           f"(to_sql: {args.to_sql_repeat}, 1M rows take it tens of seconds); {load_average()}\n")
     print_times(times, units=len(frame))
+    how = "stage + swap" if len(frame) >= swap_min_rows else "in place (DELETE + COPY)"
+    print(f"(idem replaced the day {how}: {len(frame):,} rows, the sink's swap threshold is {swap_min_rows:,})")
     med = {name: statistics.median(values) for name, values in times.items()}
     idem_s = med["idem (PostgresPartitionIOManager)"]
     print()
@@ -168,9 +148,6 @@ def main() -> int:
     print_ratio(f"pg overwrite {len(frame):,} rows: raw COPY (write_row) / idem", rows_ratio, f">= {TARGET_COPY}", rows_ratio >= TARGET_COPY)
     to_sql_ratio = med["to_sql (SQLAlchemy + psycopg)"] / idem_s
     print_ratio(f"pg overwrite {len(frame):,} rows: to_sql / idem", to_sql_ratio, f">= {TARGET_TO_SQL:g}", to_sql_ratio >= TARGET_TO_SQL)
-    for name in [n for n in med if n.startswith("proto")]:
-        print(f"  {name} (not the platform): raw COPY (CSV stream) / it = {med['raw COPY, CSV stream'] / med[name]:.2f}, "
-              f"to_sql / it = {med['to_sql (SQLAlchemy + psycopg)'] / med[name]:.2f}")
     return 0
 
 

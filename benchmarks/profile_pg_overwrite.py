@@ -1,17 +1,23 @@
-"""Where a 1M-row PostgreSQL overwrite spends its time: client steps of the platform, and server-side variants.
+"""Where a 1M-row PostgreSQL overwrite spends its time: client steps of the platform, and the server's share.
 
     .venv/bin/python benchmarks/profile_pg_overwrite.py [--rows 1000000] [--repeat 3]
 
 Diagnostic, not part of `make bench`. Two parts, medians of --repeat overwrites:
 
 1. The platform's `publish_partitions` (PostgresPartitionIOManager's sink), timed step by step from outside
-   (wrappers around the platform's functions and psycopg's `Cursor.execute`; nothing in idem_platform is
-   changed): coerce + digests, audit, DELETE, CSV encoding (time inside `csv_chunks`), the rest of the COPY
-   (waiting for the server), the verify count, ledger and commit.
-2. The server's share alone: the same CSV bytes, encoded once beforehand, COPYed into
-   a plain table / an empty table with the primary key / the platform's table after DELETE (the platform's
-   overwrite) / the same with a non-unique index / a fresh staging table + ADD PRIMARY KEY + CHECK, then
-   swapped into a LIST-partitioned table (the prototype in proto_postgres_swap.py).
+   (wrappers around the platform's functions and `psycopg.Connection.commit`; nothing in idem_platform is
+   changed), for both ways the sink replaces a day, alternately on two tables:
+   - stage + swap (the sink as configured; a day of at least its swap threshold, 10,000 rows by default):
+     coerce; the digests and the audit in their thread (overlapped with the stage); stage = CREATE the staging
+     table, pipelined COPY (the CSV encoding runs in a producer thread, overlapped with the COPY), ADD PRIMARY
+     KEY + CHECK; the wait for the audit thread; verify (the COPY's row count); publish (the swap: DROP the
+     old day partition, ATTACH the staged table, RENAME it and its key); commits; the rest (connect, DDL check,
+     lock, ledger).
+   - in place (a second sink whose swap threshold is above --rows): DELETE the day through the parent, then
+     the pipelined COPY into it; verify = a count of the day.
+2. The server's share alone: the same CSV bytes, encoded once beforehand, COPYed into a plain table (the raw
+   baseline's server side) / an empty table with the primary key / the platform's partitioned table with the
+   sink's own statements, staged and swapped / in place (DELETE + COPY through the parent).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -35,10 +42,39 @@ from idem_platform.storage import partition_store, postgres_store  # noqa: E402
 from idem_platform.storage.audit import AuditRules  # noqa: E402
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions  # noqa: E402
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager, PostgresTableSink  # noqa: E402
+from idem_platform.storage.schema import TableDeclaration  # noqa: E402
 
 DAY = "2026-01-05"
 SCHEMA = "bench"
 STEPS: dict[str, float] = defaultdict(float)
+_LOCK = threading.Lock()
+_STAGE_END: list[float] = []
+
+# (step, what it covers): printed in this order; indented steps are part of the one above them
+ORDER = [
+    ("coerce", "coerce (TableDeclaration.coerce, main thread)"),
+    ("digests", "  fingerprint (partition_digests, audit thread, overlapped)"),
+    ("audit", "  audit_frame (audit thread, overlapped)"),
+    ("stage", "stage"),
+    ("create", "  CREATE staging table"),
+    ("ensure", "  day partition present? (in place)"),
+    ("delete", "  DELETE of the day (in place)"),
+    ("copy", "  COPY, pipelined"),
+    ("encode", "    CSV encoding (producer thread, overlapped with the COPY)"),
+    ("constraints", "  ADD PRIMARY KEY + CHECK"),
+    ("wait", "wait for the audit thread after the stage"),
+    ("verify", "verify_staged"),
+    ("publish", "publish (swap: DROP, ATTACH, RENAME)"),
+    ("commit", "commits (prepare's and the final COMMIT)"),
+    ("rest", "the rest (connect, DDL check, lock, ledger)"),
+    ("total", "total"),
+]
+TOP_LEVEL = ("coerce", "stage", "wait", "verify", "publish", "commit")
+
+
+def add(name: str, seconds: float) -> None:
+    with _LOCK:
+        STEPS[name] += seconds
 
 
 def timed(name: str, fn):
@@ -47,15 +83,38 @@ def timed(name: str, fn):
         try:
             return fn(*args, **kwargs)
         finally:
-            STEPS[name] += time.perf_counter() - start
+            add(name, time.perf_counter() - start)
     return wrapper
 
 
 def instrument() -> None:
-    partition_store.digests_of = timed("coerce + fingerprint (digests_of)", partition_store.digests_of)
-    partition_store.audit_frame = timed("audit_frame", partition_store.audit_frame)
-    PostgresTableSink.stage = timed("stage (DELETE + COPY)", PostgresTableSink.stage)
-    PostgresTableSink.verify_staged = timed("verify_staged (count per day)", PostgresTableSink.verify_staged)
+    TableDeclaration.coerce = timed("coerce", TableDeclaration.coerce)
+    partition_store.partition_digests = timed("digests", partition_store.partition_digests)
+    partition_store.audit_frame = timed("audit", partition_store.audit_frame)
+
+    stage = timed("stage", PostgresTableSink.stage)
+
+    def stage_and_mark(*args, **kwargs):
+        try:
+            return stage(*args, **kwargs)
+        finally:
+            _STAGE_END.append(time.perf_counter())
+
+    PostgresTableSink.stage = stage_and_mark
+    verify = timed("verify", PostgresTableSink.verify_staged)
+
+    def verify_after_wait(*args, **kwargs):  # between stage and verify: fault points and the audit's result()
+        if _STAGE_END:
+            add("wait", time.perf_counter() - _STAGE_END.pop())
+        return verify(*args, **kwargs)
+
+    PostgresTableSink.verify_staged = verify_after_wait
+    PostgresTableSink.publish = timed("publish", PostgresTableSink.publish)
+    PostgresTableSink._create_day_table = timed("create", PostgresTableSink._create_day_table)
+    PostgresTableSink._ensure_day_partitions = timed("ensure", PostgresTableSink._ensure_day_partitions)
+    PostgresTableSink._delete_days = timed("delete", PostgresTableSink._delete_days)
+    PostgresTableSink._add_day_constraints = timed("constraints", PostgresTableSink._add_day_constraints)
+    postgres_store.copy_frame = timed("copy", postgres_store.copy_frame)
     original_chunks = postgres_store.csv_chunks
 
     def csv_chunks(*args, **kwargs):
@@ -67,19 +126,97 @@ def instrument() -> None:
             except StopIteration:
                 return
             finally:
-                STEPS["  CSV encoding (client)"] += time.perf_counter() - start
+                add("encode", time.perf_counter() - start)
             yield chunk
 
     postgres_store.csv_chunks = csv_chunks
-    original_execute = psycopg.Cursor.execute
+    psycopg.Connection.commit = timed("commit", psycopg.Connection.commit)
 
-    def execute(self, query, *args, **kwargs):
-        text = query.as_string(self.connection) if isinstance(query, sql.Composable) else str(query)
-        if text.lstrip().upper().startswith("DELETE"):
-            return timed("  DELETE of the day", original_execute)(self, query, *args, **kwargs)
-        return original_execute(self, query, *args, **kwargs)
 
-    psycopg.Cursor.execute = execute
+def profile_platform(dsn: str, frame, repeat: int) -> dict[str, dict[str, list[float]]]:
+    postgres = PostgresResource(dsn=dsn)
+    swap_sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
+    in_place_sink = PostgresTableSink(postgres, SCHEMA, swap_min_rows=len(frame) + 1)
+    paths = {}
+    for label, sink, asset in (
+        ("stage + swap" if len(frame) >= swap_sink.swap_min_rows else "in place (the sink's default)", swap_sink, "mixed"),
+        ("in place", in_place_sink, "mixed_in_place"),
+    ):
+        target = AssetTarget(asset, MIXED, AuditRules())
+        publish_partitions(sink, postgres, target, [DAY], frame, "setup")  # every timed write is an overwrite
+        paths[label] = (sink, target)
+    instrument()
+    runs: dict[str, dict[str, list[float]]] = {label: defaultdict(list) for label in paths}
+    for _ in range(repeat):
+        for label, (sink, target) in paths.items():
+            STEPS.clear()
+            start = time.perf_counter()
+            publish_partitions(sink, postgres, target, [DAY], frame, str(uuid.uuid4()))
+            total = time.perf_counter() - start
+            steps = dict(STEPS)
+            steps["rest"] = total - sum(steps.get(k, 0.0) for k in TOP_LEVEL)
+            steps["total"] = total
+            for name, _ in ORDER:
+                runs[label][name].append(steps.get(name, 0.0))
+    return runs
+
+
+def profile_server(dsn: str, frame, repeat: int) -> dict[str, list[float]]:
+    chunks = list(postgres_store.csv_chunks(frame))
+    sink = PostgresTableSink(PostgresResource(dsn=dsn), SCHEMA)
+    target = AssetTarget("server_parted", MIXED, AuditRules())
+    columns = plain_columns_sql(MIXED)
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in MIXED.names)
+    server: dict[str, list[float]] = defaultdict(list)
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        def table(name):
+            return sql.Identifier(SCHEMA, name)
+
+        def copy_into(ident):
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(ident, names)) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+
+        sink.prepare(conn, target)  # the platform's parent table, then its day partition
+        sink._ensure_day_partitions(cur, target, [DAY], "setup")
+        copy_into(sink.table(target))
+        cur.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY (partition_date, id))").format(table("pk_empty"), columns))
+        conn.commit()
+        for rep in range(repeat):
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table("plain")))
+            cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table("plain"), columns))
+            cur.execute(sql.SQL("TRUNCATE {}").format(table("pk_empty")))
+            conn.commit()
+            start = time.perf_counter()
+            copy_into(table("plain"))
+            conn.commit()
+            server["COPY into a plain table (the raw baseline's server side)"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            copy_into(table("pk_empty"))
+            conn.commit()
+            server["COPY into an empty table with the primary key"].append(time.perf_counter() - start)
+
+            stage = sink.stage_name(target, DAY, f"r{rep}")
+            start = time.perf_counter()
+            sink._create_day_table(cur, target, DAY, stage)
+            copy_into(table(stage))
+            keyed = time.perf_counter()
+            sink._add_day_constraints(cur, target, DAY, stage)
+            swap = time.perf_counter()
+            sink._swap_day(cur, target, DAY, stage)
+            conn.commit()
+            end = time.perf_counter()
+            server["stage + swap (the sink's statements)"].append(end - start)
+            server["  CREATE + COPY into the staging table"].append(keyed - start)
+            server["  ADD PRIMARY KEY + CHECK"].append(swap - keyed)
+            server["  swap (DROP, ATTACH, RENAME x2) + COMMIT"].append(end - swap)
+
+            start = time.perf_counter()
+            sink._delete_days(cur, target, [DAY])
+            copy_into(sink.table(target))
+            conn.commit()
+            server["in place: DELETE + COPY through the parent (after a swap)"].append(time.perf_counter() - start)
+    return server
 
 
 def main() -> int:
@@ -91,90 +228,21 @@ def main() -> int:
     frame = mixed_frame(args.rows, DAY)
 
     with fresh_database() as dsn:
-        postgres = PostgresResource(dsn=dsn)
-        sink = PostgresPartitionIOManager(postgres=postgres, db_schema=SCHEMA).sink()
-        target = AssetTarget("mixed", MIXED, AuditRules())
-        publish_partitions(sink, postgres, target, [DAY], frame, "setup")
-        instrument()
-        runs: dict[str, list[float]] = defaultdict(list)
-        for _ in range(args.repeat):
-            STEPS.clear()
-            start = time.perf_counter()
-            publish_partitions(sink, postgres, target, [DAY], frame, str(uuid.uuid4()))
-            total = time.perf_counter() - start
-            for name, seconds in STEPS.items():
-                runs[name].append(seconds)
-            runs["  COPY: waiting for the server"].append(
-                STEPS["stage (DELETE + COPY)"] - STEPS["  DELETE of the day"] - STEPS["  CSV encoding (client)"])
-            runs["the rest (connect, DDL check, lock, ledger, commit)"].append(
-                total - sum(v for k, v in STEPS.items() if not k.startswith("  ")))
-            runs["total"].append(total)
-        order = ["coerce + fingerprint (digests_of)", "audit_frame", "stage (DELETE + COPY)", "  DELETE of the day",
-                 "  CSV encoding (client)", "  COPY: waiting for the server", "verify_staged (count per day)",
-                 "the rest (connect, DDL check, lock, ledger, commit)", "total"]
-        print(f"\n1. the platform's overwrite of {len(frame):,} rows, step by step (medians of {args.repeat}); {load_average()}\n")
-        for name in order:
-            print(f"  {name:<55} {statistics.median(runs[name]):7.3f} s")
+        server = profile_server(dsn, frame, args.repeat)  # before instrument(): no wrapper in its clock
+        runs = profile_platform(dsn, frame, args.repeat)
 
-        chunks = list(postgres_store.csv_chunks(frame))
-        columns = plain_columns_sql(MIXED)
-        key = sql.SQL("(partition_date, id)")
-        server: dict[str, list[float]] = defaultdict(list)
-        with psycopg.connect(dsn) as conn:
-            def table(name):
-                return sql.Identifier(SCHEMA, name)
+    labels = list(runs)
+    print(f"\n1. the platform's overwrite of {len(frame):,} rows, step by step (medians of {args.repeat}, seconds); "
+          f"{load_average()}\n")
+    print(f"  {'step':<62}" + "".join(f" {label:>14}" for label in labels))
+    for name, text in ORDER:
+        values = [statistics.median(runs[label][name]) for label in labels]
+        if any(values):
+            print(f"  {text:<62}" + "".join(f" {value:>14.3f}" for value in values))
 
-            def copy_into(name):
-                with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT csv)").format(table(name))) as copy:
-                    for chunk in chunks:
-                        copy.write(chunk)
-
-            conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY {})").format(table("pk_empty"), columns, key))
-            conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY {})").format(table("pk_overwrite"), columns, key))
-            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table("nonunique"), columns))
-            conn.execute(sql.SQL("CREATE INDEX ON {} {}").format(table("nonunique"), key))
-            conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY {}) PARTITION BY LIST (partition_date)").format(table("parted"), columns, key))
-            conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ({})").format(table("parted_day"), table("parted"), sql.Literal(DAY)))
-            copy_into("pk_overwrite"), copy_into("nonunique"), copy_into("parted")
-            conn.commit()
-            for rep in range(args.repeat):
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table("plain")))
-                conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table("plain"), columns))
-                conn.execute(sql.SQL("TRUNCATE {}").format(table("pk_empty")))
-                conn.commit()
-                start = time.perf_counter()
-                copy_into("plain")
-                conn.commit()
-                server["COPY into a plain table (the raw baseline's server side)"].append(time.perf_counter() - start)
-                start = time.perf_counter()
-                copy_into("pk_empty")
-                conn.commit()
-                server["COPY into an empty table with the primary key"].append(time.perf_counter() - start)
-                for name, label in (("pk_overwrite", "DELETE + COPY, primary key (the platform's overwrite)"),
-                                    ("nonunique", "DELETE + COPY, non-unique index on the same columns")):
-                    start = time.perf_counter()
-                    conn.execute(sql.SQL("DELETE FROM {} WHERE partition_date = %s").format(table(name)), (DAY,))
-                    copy_into(name)
-                    conn.commit()
-                    server[label].append(time.perf_counter() - start)
-                stage = f"parted_stage_{rep}"
-                start = time.perf_counter()
-                conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(table(stage), table("parted")))
-                copy_into(stage)
-                conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY {}, ADD CHECK (partition_date = {}::date)").format(
-                    table(stage), key, sql.Literal(DAY)))
-                swap = time.perf_counter()
-                conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table("parted"), table("parted_day")))
-                conn.execute(sql.SQL("DROP TABLE {}").format(table("parted_day")))
-                conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                    table("parted"), table(stage), sql.Literal(DAY)))
-                conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(table(stage), sql.Identifier("parted_day")))
-                conn.commit()
-                server["stage table: COPY + ADD PRIMARY KEY + CHECK, then swap"].append(time.perf_counter() - start)
-                server["  of which the swap (DETACH, DROP, ATTACH, RENAME, COMMIT)"].append(time.perf_counter() - swap)
-        print(f"\n2. the server's share: the same CSV bytes (encoded beforehand) COPYed {args.repeat} times; {load_average()}\n")
-        for name, values in server.items():
-            print(f"  {name:<62} {statistics.median(values):7.3f} s")
+    print(f"\n2. the server's share: the same CSV bytes (encoded beforehand) COPYed {args.repeat} times; {load_average()}\n")
+    for name, values in server.items():
+        print(f"  {name:<62} {statistics.median(values):7.3f} s")
     return 0
 
 

@@ -1,12 +1,12 @@
 """`make bench`: every benchmark script in turn, then one summary of every ratio with its target.
 
-    .venv/bin/python -m benchmarks.run_all [--prototype] [--budget-minutes 10] [SCRIPT ...]
+    .venv/bin/python -m benchmarks.run_all [--budget-minutes 10] [SCRIPT ...]
 
 Each script runs in its own process (its output streams through unchanged) and prints its own table; the
 summary collects their `RATIO ...` lines (a measured ratio, its target, met / NOT met) and `REPORT ...` lines
 (figures without a target), the machine, the load average and the total time against the budget. Exit code:
 0 when every script ran (targets that are not met are reported, not failed: timings are no test), 1 when a
-script failed. --prototype also times the prototypes of the proposed changes (not the platform; slower).
+script failed.
 """
 
 from __future__ import annotations
@@ -25,21 +25,20 @@ from benchmarks.common import load_average, machine  # noqa: E402
 
 FINGERPRINT_LINE = re.compile(r"ratio to target 1M rows/s\s+([\d.]+)x \((met|NOT met)\)")
 
-# name -> (script, accepts --prototype)
+# name -> script
 SCRIPTS = {
-    "fingerprint": ("bench_fingerprint.py", False),
-    "pg_overwrite": ("bench_pg_overwrite.py", True),
-    "pg_history": ("bench_pg_history.py", True),
-    "es_overwrite": ("bench_es_overwrite.py", False),
-    "backfill": ("bench_backfill.py", True),
-    "memory": ("bench_memory.py", True),
+    "fingerprint": "bench_fingerprint.py",
+    "pg_overwrite": "bench_pg_overwrite.py",
+    "pg_history": "bench_pg_history.py",
+    "es_overwrite": "bench_es_overwrite.py",
+    "backfill": "bench_backfill.py",
+    "memory": "bench_memory.py",
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scripts", nargs="*", metavar="SCRIPT", help=f"default: all of {', '.join(SCRIPTS)}")
-    parser.add_argument("--prototype", action="store_true", help="also time the prototypes (not the platform)")
     parser.add_argument("--budget-minutes", type=float, default=10.0)
     args = parser.parse_args()
     names = args.scripts or list(SCRIPTS)
@@ -53,10 +52,7 @@ def main() -> int:
     elapsed: dict[str, float] = {}
     failed: list[str] = []
     for name in names:
-        script, has_prototype = SCRIPTS[name]
-        cmd = [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / script)]
-        if args.prototype and has_prototype:
-            cmd.append("--prototype")
+        cmd = [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / SCRIPTS[name])]
         print(f"\n{'=' * 100}\n{name}: {' '.join(cmd[3:])}\n{'=' * 100}", flush=True)
         start = time.perf_counter()
         with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
