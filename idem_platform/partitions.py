@@ -27,14 +27,25 @@ class InvalidPartitionKey(ValueError):
 
 
 def valid_range() -> tuple[str, str]:
-    """The first and last partition keys that exist right now."""
-    keys = daily_partitions.get_partition_keys()
-    return keys[0], keys[-1]
+    """The first and last partition keys that exist right now.
+
+    O(1): the first and last windows of the definition, not an enumeration of every key since the start
+    (~1,000 keys, several ms, which every validated key used to pay).
+    """
+    first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+    if first is None or last is None:
+        raise InvalidPartitionKey(
+            f"no partition exists yet: the first day {START_DATE} is not complete (set IDEM_PARTITIONS_START)"
+        )
+    return first, last
 
 
-def parse_partition_key(key: str) -> dt.date:
-    """The day a partition key names; raises InvalidPartitionKey naming the key and the valid range."""
-    first, last = valid_range()
+def parse_partition_key(key: str, valid: tuple[str, str] | None = None) -> dt.date:
+    """The day a partition key names; raises InvalidPartitionKey naming the key and the valid range.
+
+    `valid` is `valid_range()` when the caller already has it (validating many keys computes it once).
+    """
+    first, last = valid if valid is not None else valid_range()
     try:
         if not isinstance(key, str) or len(key) != 10:
             raise ValueError
@@ -53,7 +64,10 @@ def parse_partition_key(key: str) -> dt.date:
 
 def validate_partition_keys(keys: Sequence[str]) -> list[dt.date]:
     """Parse every key; the first invalid one raises."""
-    return [parse_partition_key(k) for k in keys]
+    if not keys:
+        return []
+    valid = valid_range()  # once, not once per key
+    return [parse_partition_key(k, valid) for k in keys]
 
 
 def partition_window(key: str) -> tuple[dt.datetime, dt.datetime]:
@@ -65,7 +79,8 @@ def partition_window(key: str) -> tuple[dt.datetime, dt.datetime]:
 
 def days_between(first: str, last: str) -> list[str]:
     """Every partition key from `first` to `last` inclusive, validated."""
-    start, end = parse_partition_key(first), parse_partition_key(last)
+    valid = valid_range()
+    start, end = parse_partition_key(first, valid), parse_partition_key(last, valid)
     if end < start:
         raise InvalidPartitionKey(f"partition range {first}...{last} ends before it starts")
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]

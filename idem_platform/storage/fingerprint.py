@@ -26,6 +26,8 @@ from .schema import PARTITION_COLUMN, TableDeclaration
 
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _ROW_PRIME = np.uint64(0x100000001B3)
+# Rows hashed at a time (128 Ki): the whole-frame temporaries become slice-sized, and slices fit in cache.
+HASH_SLICE_ROWS = 131_072
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,26 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def row_hashes(frame: pd.DataFrame, decl: TableDeclaration) -> np.ndarray:
-    """One uint64 per row of a frame already in the declared dtypes (`decl.coerce`)."""
-    combined = np.zeros(len(frame), dtype=np.uint64)
+    """One uint64 per row of a frame already in the declared dtypes (`decl.coerce`).
+
+    Computed in slices of HASH_SLICE_ROWS rows into one preallocated array: a row's hash depends on that row
+    only, so the values are those of hashing the whole frame at once, but at most one slice of temporaries
+    (a string column becomes one Python str per row before hashing) is alive at a time.
+    """
+    columns = [(frame[name], decl.column(name).type, _name_hash(name)) for name in sorted(decl.names)]
+    out = np.empty(len(frame), dtype=np.uint64)
+    for start in range(0, len(frame), HASH_SLICE_ROWS):
+        stop = min(start + HASH_SLICE_ROWS, len(frame))
+        out[start:stop] = _slice_row_hashes([(series.iloc[start:stop], t, h) for series, t, h in columns], stop - start)
+    return out
+
+
+def _slice_row_hashes(columns: list[tuple[pd.Series, str, np.uint64]], rows: int) -> np.ndarray:
+    """Row hashes of one slice: its columns in name order, each with its type and name hash."""
+    combined = np.zeros(rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for name in sorted(decl.names):
-            col_hash = _column_hashes(frame[name], decl.column(name).type) ^ _name_hash(name)
-            combined = combined * _ROW_PRIME + col_hash
+        for series, type_name, name_hash in columns:
+            combined = combined * _ROW_PRIME + (_column_hashes(series, type_name) ^ name_hash)
         return _splitmix64(combined)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 PARTITION_COLUMN = "partition_date"
@@ -140,6 +141,9 @@ class TableDeclaration:
 
         Missing or undeclared columns and values that cannot be cast are errors naming the column: a silent
         drop would lose data, a silent cast would change what is published.
+
+        A frame that is already canonical (`is_canonical`) is returned itself, not a copy: the result may be
+        the caller's frame, so it is never modified in place.
         """
         missing = [n for n in self.names if n not in frame.columns]
         extra = [n for n in frame.columns if n not in self._by_name]
@@ -148,6 +152,8 @@ class TableDeclaration:
                 f"{what} does not match the declared columns: missing {missing}, undeclared {extra}"
                 " (declare new columns on the asset; they are added to the table as nullable columns)"
             )
+        if self.is_canonical(frame):
+            return frame  # already what the casts below would produce: no copy of every column
         out = {}
         for col in self.columns:
             try:
@@ -155,6 +161,58 @@ class TableDeclaration:
             except (TypeError, ValueError, OverflowError) as exc:
                 raise SchemaError(f"{what}: column {col.name!r} cannot be read as {col.type}: {exc}") from exc
         return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+    def is_canonical(self, frame: pd.DataFrame) -> bool:
+        """Whether `coerce` would return an equal frame: then it returns the frame itself.
+
+        Canonical is what the cast path builds: exactly the declared columns in order (a column index of the
+        same dtype, unnamed), a default unnamed RangeIndex, no `attrs`, every column of exactly its canonical
+        dtype (`_cast` returns a column of that dtype unchanged) and dates at midnight (`_cast` floors them).
+        """
+        if (
+            frame.attrs
+            or not frame.flags.allows_duplicate_labels
+            or list(frame.columns) != self.names
+            or frame.columns.name is not None
+            or frame.columns.dtype != pd.Index(self.names).dtype
+            or not isinstance(frame.index, pd.RangeIndex)
+            or frame.index.start != 0
+            or frame.index.step != 1
+            or frame.index.name is not None
+        ):
+            return False
+        for col in self.columns:
+            series = frame[col.name]
+            if not _is_canonical_dtype(series.dtype, col.type):
+                return False
+            if col.type == "date":
+                values = series.to_numpy()  # datetime64[s]: a view, no copy
+                seconds = values.view("int64")[~np.isnat(values)]
+                if (seconds % 86_400).any():
+                    return False
+        return True
+
+
+def canonical_dtype(type_name: str):
+    """The pandas dtype `_cast` gives a column of a logical type (resolved now: "string" follows pandas' options)."""
+    return pd.api.types.pandas_dtype(LOGICAL_TYPES[type_name].pandas_dtype)
+
+
+def _is_canonical_dtype(dtype, type_name: str) -> bool:
+    """Exactly the canonical dtype: equal, same class, same string storage and NA value, same tz object type.
+
+    `==` alone is too lax: pandas treats `datetime64[us, UTC]` with a ZoneInfo("UTC") tz as equal to the
+    canonical one (whose tz `_cast` rewrites to `datetime.timezone.utc`).
+    """
+    expected = canonical_dtype(type_name)
+    return (
+        type(dtype) is type(expected)
+        and dtype == expected
+        and repr(dtype) == repr(expected)
+        and getattr(dtype, "storage", None) == getattr(expected, "storage", None)
+        and repr(getattr(dtype, "na_value", None)) == repr(getattr(expected, "na_value", None))
+        and repr(getattr(dtype, "tz", None)) == repr(getattr(expected, "tz", None))
+    )
 
 
 def _cast(series: pd.Series, type_name: str) -> pd.Series:
