@@ -2,16 +2,18 @@
 
 - `partitions.valid_range()` reads the first and last key of the definition instead of enumerating every key;
 - `TableDeclaration.coerce` returns a frame that is already canonical as it is (no copy);
-- `fingerprint.row_hashes` hashes in slices (same values as hashing the whole frame at once);
+- `fingerprint.row_hashes` hashes in slices, strings vectorized over their Arrow bytes (same values as hashing
+  the whole frame at once, every string by a pure-Python reference of the definition);
 - `audit.audit_frame` runs a cheap pass first and the detailed audit (the errors) only when it finds a failure.
 
-Every expectation below is computed from real frames: the old computation is rebuilt inline from the private
-per-column helpers, and the detailed audit is the reference for the verdict and the message.
+Every expectation below is computed from real frames: the unsliced computation is rebuilt inline (the private
+per-column helper for non-string columns, a pure-Python hash per string for string columns), and the detailed audit is the reference for the verdict and the message.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 import dagster as dg
@@ -126,13 +128,45 @@ def mixed(rows: int, seed: int = 3, days=DAYS) -> pd.DataFrame:
     }))
 
 
+_MASK = (1 << 64) - 1
+
+
+def _py_splitmix64(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+@functools.cache
+def reference_string_hash(text: str) -> int:
+    """The module docstring's definition, one string at a time in Python ints:
+    splitmix64(sum_i (b_i + 1) * K**(i + 1) + n * L) over the n UTF-8 bytes b_i, modulo 2**64."""
+    data = text.encode("utf-8")
+    poly = sum((b + 1) * pow(fp._STRING_K, i + 1, 1 << 64) for i, b in enumerate(data))
+    return _py_splitmix64((poly + len(data) * int(fp._STRING_LEN)) & _MASK)
+
+
+def reference_string_hashes(series: pd.Series) -> np.ndarray:
+    return np.array(
+        [int(fp._NULL_HASH) if value is pd.NA or value is None or value != value else reference_string_hash(value)
+         for value in series.astype(object)],
+        dtype=np.uint64,
+    )
+
+
 def unsliced_row_hashes(frame: pd.DataFrame, decl: TableDeclaration) -> np.ndarray:
-    """The computation row_hashes did before slicing: every column of the whole frame at once."""
+    """row_hashes without slicing: every column of the whole frame at once, strings one by one in Python."""
     combined = np.zeros(len(frame), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in sorted(decl.names):
-            col_hash = fp._column_hashes(frame[name], decl.column(name).type) ^ fp._name_hash(name)
-            combined = combined * fp._ROW_PRIME + col_hash
+            type_name = decl.column(name).type
+            if type_name == "string":
+                values = reference_string_hashes(frame[name])
+            else:
+                values = fp._column_hashes(frame[name], type_name)
+            combined = combined * fp._ROW_PRIME + (values ^ fp._name_hash(name))
         return fp._splitmix64(combined)
 
 
