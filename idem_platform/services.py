@@ -9,7 +9,9 @@ the background (its URL in `<state dir>/search.url`); its data is not persisted.
 
 `DAGSTER_HOME` (default `<state dir>/dagster_home`) gets a `dagster.yaml` whose run, event-log and schedule
 storage are dagster-postgres on the same server (`postgres_url` read from `IDEM_PG_DSN` at run time, so the
-file holds no secret), and the instance schema is migrated once before any concurrent run touches it.
+file holds no secret; the event log through `instance_storage.PooledPostgresEventLogStorage`, which keeps its
+connection instead of opening one per event), and the instance schema is migrated once before any concurrent
+run touches it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,23 @@ from .resources import ES_URL_ENV, PG_DSN_ENV, embedded_dsn_file, state_dir
 DAGSTER_YAML = """\
 # Written by idem_platform (idem_platform/services.py): the Dagster instance lives in PostgreSQL.
 # The URL is read from IDEM_PG_DSN when the instance starts; nothing secret is stored here.
-storage:
-  postgres:
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+  config:
+    postgres_url:
+      env: IDEM_PG_DSN
+# dagster-postgres' event log, holding a pooled connection instead of opening one per event
+event_log_storage:
+  module: idem_platform.instance_storage
+  class: PooledPostgresEventLogStorage
+  config:
+    postgres_url:
+      env: IDEM_PG_DSN
+schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+  config:
     postgres_url:
       env: IDEM_PG_DSN
 run_coordinator:
