@@ -81,7 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--single-runs", type=int, default=5)
+    parser.add_argument("--single-runs", type=int, default=3)
     parser.add_argument("--rows-per-day", type=int, default=100)
     args = parser.parse_args()
     days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]

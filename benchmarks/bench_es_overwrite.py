@@ -14,7 +14,7 @@ Same server, same documents, same bulk chunk size, interleaved repetitions, medi
 
 ratio = raw time / store time (target >= 0.8).
 
-Default size: 20,000 documents, not the 100,000 of the issue. The local osmem server indexes ~1,000 to 3,500
+Default size: 15,000 documents, not the 100,000 of the issue. The local osmem server indexes ~1,000 to 3,500
 people documents/s on 2 cores (depending on the machine) and both paths spend >90% of their time waiting for it (profiled: `recv_into`), so a
 100k-document write takes ~30 s and the six timed writes plus the Faker frame (~20 s for 100k) alone would use
 half of `make bench`'s 10-minute budget. The ratio does not depend on the size (server-bound, same documents
@@ -79,7 +79,7 @@ def search_server() -> Iterator[tuple[ElasticsearchResource, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--docs", type=int, default=15_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup-docs", type=int, default=1_000)
     args = parser.parse_args()
