@@ -105,16 +105,17 @@ class PartitionSink(abc.ABC):
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame: ...
 
 
-def digests_of(frame: pd.DataFrame, decl: TableDeclaration, days: Sequence[str]) -> tuple[pd.DataFrame, dict[str, PartitionDigest]]:
-    """The canonical frame and its per-day digests, reusing what `idem_asset` computed when it is attached.
+def attached_digests(
+    frame: pd.DataFrame, decl: TableDeclaration, days: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, PartitionDigest] | None]:
+    """The canonical frame and the per-day digests `idem_asset` attached to it (None: not attached, compute them).
 
     The digests are popped from `attrs` so they never reach a sink (pandas copies attrs into slices and files).
     """
     digests = frame.attrs.pop(DIGESTS_ATTR, None)
     if digests is not None and set(digests) == set(days):
         return frame, digests
-    frame = decl.coerce(frame)
-    return frame, partition_digests(frame, decl, list(days))
+    return decl.coerce(frame), None
 
 
 def publish_partitions(
@@ -135,9 +136,7 @@ def publish_partitions(
     """
     days = sorted(days)
     validate_partition_keys(days)
-    digests = frame.attrs.pop(DIGESTS_ATTR, None)
-    if digests is None or set(digests) != set(days):
-        digests, frame = None, target.decl.coerce(frame)
+    frame, digests = attached_digests(frame, target.decl, days)
 
     def digest_and_audit() -> dict[str, PartitionDigest]:
         known = digests or partition_digests(frame, target.decl, days)
@@ -262,7 +261,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
                 f"asset {target.asset!r}: a verification run reached a publishing IO manager; nothing was written"
             )
         if self.dry_run:
-            frame, _ = digests_of(obj, target.decl, days)
+            frame, _ = attached_digests(obj, target.decl, days)
             audit_frame(target.asset, frame, days, target.decl, target.rules)
             capture_dry_run_frame(context, frame)
             return
