@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from idem_platform.declare import idem_asset
-from idem_platform.resources import postgres_from_env
+from idem_platform.resources import PostgresResource
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
 ROWS_PER_DAY = int(os.environ.get("IDEM_BENCH_ROWS_PER_DAY", "100"))
@@ -63,5 +63,5 @@ def bench_readings(context: dg.AssetExecutionContext) -> pd.DataFrame:
 
 defs = dg.Definitions(
     assets=[bench_readings],
-    resources={"warehouse_io": PostgresPartitionIOManager(postgres=postgres_from_env(), db_schema=SCHEMA)},
+    resources={"warehouse_io": PostgresPartitionIOManager(postgres=PostgresResource(), db_schema=SCHEMA)},
 )

@@ -24,7 +24,7 @@ on both sides); `--docs 100000` measures the issue's size (docs/benchmarks.md ha
 Also printed: the client's peak RSS during a store write above its RSS just before it (the frame and the raw
 side's documents are already resident): what streaming the bulk costs in memory.
 
-Search server: IDEM_ES_URL (as `elasticsearch_from_env`), else a local osmem server started here. PostgreSQL
+Search server: IDEM_ES_URL (as `ElasticsearchResource()`), else a local osmem server started here. PostgreSQL
 (lock and ledger only): a fresh database on IDEM_PG_DSN, else on postgresql://postgres@127.0.0.1:5432/postgres,
 else an embedded PostgreSQL; the database is dropped at the end.
 """
@@ -49,16 +49,14 @@ from benchmarks.common import (  # noqa: E402
     fresh_database, frame_bytes, interleaved, load_average, machine, peak_rss_bytes, print_ratio, print_report,
     print_times, reset_peak_rss, rss_bytes,
 )
-from idem_platform.assets.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people  # noqa: E402
+from idem_platform.pipelines.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people  # noqa: E402
 from idem_platform.resources import PostgresResource  # noqa: E402
 from idem_platform.storage.audit import AuditRules  # noqa: E402
 from idem_platform.storage.elasticsearch_store import (  # noqa: E402
     BULK_CHUNK_DOCS,
-    ES_URL_ENV,
     ElasticsearchIndexSink,
-    ElasticsearchResource,
-    elasticsearch_from_env,
 )
+from idem_platform.storage.search_client import ElasticsearchResource  # noqa: E402
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions  # noqa: E402
 from idem_platform.storage.schema import TableDeclaration  # noqa: E402
 
@@ -68,8 +66,8 @@ TARGET_RATIO = 0.8
 
 @contextlib.contextmanager
 def search_server() -> Iterator[tuple[ElasticsearchResource, str]]:
-    if os.environ.get(ES_URL_ENV):
-        yield elasticsearch_from_env(), "IDEM_ES_URL"
+    if os.environ.get("IDEM_ES_URL"):
+        yield ElasticsearchResource(), "IDEM_ES_URL"
         return
     from osmem_server import OsmemServer
 

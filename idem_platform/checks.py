@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from .partitions import daily_partitions
+from ._warnings import quiet_dagster_warnings
+
 from .storage import ledger
 from .storage.fingerprint import partition_digests
 from .storage.partition_store import KEY_METADATA, SAME_ROWS_METADATA, AssetTarget
@@ -53,7 +54,7 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
         return {day: frame[day_keys == day] for day in days}
 
     @dg.asset_check(
-        asset=key, name="unique_key", partitions_def=daily_partitions, required_resource_keys={io_key},
+        asset=key, name="unique_key", partitions_def=assets_def.partitions_def, required_resource_keys={io_key},
         description=f"No two rows of a day share ({', '.join(target.decl.key)}) in the sink.",
     )
     def unique_key(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -66,7 +67,7 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
         return _report(context, key, "unique_key", per_day)
 
     @dg.asset_check(
-        asset=key, name="fingerprint_matches_ledger", partitions_def=daily_partitions, required_resource_keys={io_key},
+        asset=key, name="fingerprint_matches_ledger", partitions_def=assets_def.partitions_def, required_resource_keys={io_key},
         description="The sink still holds what was published: its content fingerprint equals the ledger's.",
     )
     def fingerprint_matches_ledger(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -85,7 +86,7 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
     if upstream:
 
         @dg.asset_check(
-            asset=key, name="row_count_matches_upstream", partitions_def=daily_partitions,
+            asset=key, name="row_count_matches_upstream", partitions_def=assets_def.partitions_def,
             required_resource_keys={io_key},
             description=f"Each day has as many rows as the published day of {upstream}.",
         )
@@ -107,9 +108,11 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
 
 def checks_for(assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
     """Checks for every asset declared with `@idem_asset` (those with a declared key)."""
-    return [
-        check
-        for assets_def in assets
-        if isinstance(assets_def, dg.AssetsDefinition) and KEY_METADATA in assets_def.specs_by_key[assets_def.key].metadata
-        for check in partition_checks(assets_def)
-    ]
+    with quiet_dagster_warnings():
+        return [
+            check
+            for assets_def in assets
+            if isinstance(assets_def, dg.AssetsDefinition)
+            and KEY_METADATA in assets_def.specs_by_key[assets_def.key].metadata
+            for check in partition_checks(assets_def)
+        ]

@@ -2,24 +2,30 @@
 
     idem up                       start/locate services, write DAGSTER_HOME/dagster.yaml, print the environment
     idem dev [--host --port]      services + dagster-webserver (127.0.0.1:3000) + dagster-daemon; Ctrl-C stops all
-    idem run [--days 7]           materialize the main job for the last N days as ONE --partition-range run,
+    idem run [--days 7] [-m MODULE | -f FILE] [--select ASSET ...]
+                                  materialize the last N days as ONE --partition-range run (default: the
+                                  example's people pipeline, or every idem asset of the code location given),
                                   then print a per-partition summary (rows, fingerprint) from the ledger
     idem simulate-311 [--days 14 --seed 1 | --update DAY...]
                                   fill the 311 source system (source.service_requests), or update past days
-    idem ledger [ASSET] [--partition DAY | --range A...B] [--json]
-                                  the history of publishes
-    idem verify ASSET (--partition DAY | --range A...B) [--json]
+    idem ledger [ASSET] [-m MODULE | -f FILE] [--partition DAY | --range A...B] [--json]
+                                  the history of publishes of the code location's assets
+    idem verify ASSET [-m MODULE | -f FILE] (--partition DAY | --range A...B) [--json]
                                   recompute without publishing and compare with the ledger and the sink:
                                   exit 0 identical, 1 differs (a rerun would change rows), 2 drifted (the sink
                                   no longer holds what was published), 3 could not verify
 
-Everything is configured by environment variables (IDEM_PG_DSN, IDEM_LAKE_DIR, IDEM_STATE_DIR, DAGSTER_HOME);
-with none set, `idem up`/`idem run` start an embedded PostgreSQL under ./.idem and say so.
+The code location is found as the Dagster CLI finds it: `-m MODULE` or `-f FILE`, else workspace.yaml, else
+pyproject.toml's [tool.dagster] module_name in the current directory, else the example (idem_platform.definitions).
+
+Everything is configured by environment variables (idem_platform/settings.py, the README's table); with none
+set, `idem up`/`idem run` start an embedded PostgreSQL and a local search server under ./.idem and say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -29,14 +35,15 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from . import partitions
+from . import partitions, settings
+from .locations import DEFAULT_MODULE, Location, LocationError, load_location
 from .partitions import InvalidPartitionKey
-from .resources import PostgresResource, postgres_for_cli, source_for_cli
-from .scooter_simulator import add_simulate_scooters_parser
+from .resources import PostgresResource, ServiceNotFound, source_postgres
 from .services import Services, dagster_cli, ensure_services
 from .storage import ledger
+from .verification import idem_asset_keys
 
-MAIN_ASSETS = ("raw_people", "people", "people_search")
+MAIN_ASSETS = ("raw_people", "people", "people_search")  # the example's main job
 
 
 def _print_services(services: Services) -> None:
@@ -55,9 +62,19 @@ def _print_services(services: Services) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     services = ensure_services()
     _print_services(services)
-    print("\nTo use these services from another shell:")
-    print(f"  export IDEM_PG_DSN='{services.pg_dsn}' DAGSTER_HOME='{services.dagster_home}'")
+    print("\nTo use these services from another shell (dagster CLI, webserver, daemon, your own code):")
+    print("  export " + " ".join(f"{name}='{value}'" for name, value in services.exports().items()))
     return 0
+
+
+def _progress(message: str) -> None:
+    """Progress of a long command, on a terminal only (scripts reading stdout get the result alone)."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
+def _location(args: argparse.Namespace) -> Location:
+    return load_location(getattr(args, "module", None), getattr(args, "file", None))
 
 
 def _summary_rows(postgres: PostgresResource, assets: Sequence[str], days: Sequence[str]) -> list[ledger.LedgerEntry]:
@@ -80,22 +97,36 @@ def print_summary(rows: Sequence[ledger.LedgerEntry], run_id: str | None = None)
         print(f"\nthis run changed {sum(e.changed for e in mine)} of {len(mine)} partitions")
 
 
+def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a dagster command; on a terminal its publish lines are shown as progress. Returns (exit, output tail)."""
+    tail: list[str] = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            tail = (tail + [line])[-200:]
+            if ": published " in line or "STEP_FAILURE" in line:
+                _progress("  " + line.strip()[-200:])
+    return proc.returncode, "".join(tail)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     days = partitions.last_n_days(args.days)
     services = ensure_services()
     _print_services(services)
-    selection = ",".join(args.select or MAIN_ASSETS)
+    location = _location(args)
+    own = [k.to_user_string() for k in idem_asset_keys(location.defs)]
+    default = list(MAIN_ASSETS) if location.dagster_args == ("-m", DEFAULT_MODULE) else own
+    selection = ",".join(args.select or default)
     print(f"\nMaterializing {selection} for {days[0]}...{days[-1]} as one run:", flush=True)
     command = [
-        dagster_cli(), "asset", "materialize", "-m", "idem_platform.definitions",
+        dagster_cli(), "asset", "materialize", *location.dagster_args,
         "--select", selection, "--partition-range", f"{days[0]}...{days[-1]}",
     ]
     print("  " + " ".join(command), flush=True)
-    done = subprocess.run(command, env=services.env(), capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
-        print(f"\nmaterialization failed (exit {done.returncode}); the log above names the asset and partition")
-        return done.returncode
+    code, output = _run_streaming(command, services.env())
+    if code != 0:
+        sys.stderr.write(output[-8000:])
+        print(f"\nmaterialization failed (exit {code}); the log above names the asset and partition")
+        return code
     postgres = PostgresResource(dsn=services.pg_dsn)
     with postgres.connect() as conn:
         run_ids = [e.run_id for e in ledger.history(conn, days=days)]
@@ -109,16 +140,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Webserver and daemon on the same dagster-postgres instance; Ctrl-C stops them (and embedded services)."""
     from .services import dev_processes
 
+    config = settings.current()
+    host, port = args.host or config.ui_host, args.port or config.ui_port
     services = ensure_services()
     _print_services(services)
-    print(f"\nDagster UI: http://{args.host}:{args.port}  (Ctrl-C stops the webserver and the daemon)", flush=True)
-    return dev_processes(services, host=args.host, port=args.port)
+    print(f"\nDagster UI: http://{host}:{port}  (Ctrl-C stops the webserver and the daemon)", flush=True)
+    return dev_processes(services, host=host, port=port)
 
 
 def cmd_simulate_311(args: argparse.Namespace) -> int:
-    from . import source_311
+    from .pipelines.service_requests import source as source_311
 
-    postgres = source_for_cli()
+    postgres = source_postgres()
     with postgres.connect() as conn:
         source_311.ensure_source(conn)
         if args.update:
@@ -133,20 +166,34 @@ def cmd_simulate_311(args: argparse.Namespace) -> int:
     return 0
 
 
-def _days_arg(args: argparse.Namespace) -> list[str] | None:
+def _days_arg(args: argparse.Namespace, location: Location | None = None, asset: str | None = None) -> list[str] | None:
+    """The days --partition / --range name, validated against the asset's own partitions when it is known."""
+    if not (args.partition or args.range):
+        return None
+    if location is not None and asset:
+        from .verification import asset_days
+
+        return asset_days(location.defs, asset, [args.partition] if args.partition else [], args.range or "")
     if args.partition:
-        partitions.parse_partition_key(args.partition)
+        partitions.parse_partition_key(args.partition, valid=("0001-01-01", "9999-12-31"))
         return [args.partition]
-    if args.range:
-        first, _, last = args.range.partition("...")
-        return partitions.days_between(first, last)
-    return None
+    first, last = partitions.parse_range(args.range)
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    postgres = postgres_for_cli()
+    location = _location(args)
+    keys = [k.to_user_string() for k in idem_asset_keys(location.defs)]
+    if args.asset and args.asset not in keys:
+        raise LocationError(f"no idem asset {args.asset!r} in {location.name} (its assets: {', '.join(keys) or 'none'})")
+    assets = [args.asset] if args.asset else keys
+    names = {dg.AssetKey.from_user_string(a).path[-1] for a in assets}  # the ledger keys assets by name
+    postgres = PostgresResource()
+    days = _days_arg(args, location, args.asset)
     with postgres.connect() as conn:
-        rows = ledger.history(conn, asset=args.asset, days=_days_arg(args)) if ledger.ledger_exists(conn) else []
+        rows = ledger.history(conn, days=days) if ledger.ledger_exists(conn) else []
+    rows = [e for e in rows if e.asset in names]
     if args.json:
         print(json.dumps([{**e.__dict__, "changed": e.changed, "published_at": e.published_at.isoformat()} for e in rows], indent=2))
         return 0
@@ -158,12 +205,15 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .definitions import defs
     from .verification import exit_code, verify_partitions
 
     try:
-        days = _days_arg(args)
-        verdicts = verify_partitions(defs, args.asset, days, json.loads(args.config_json) if args.config_json else None)
+        location = _location(args)
+        days = _days_arg(args, location, args.asset)
+        _progress(f"idem verify: recomputing {args.asset} for {len(days)} day(s) {days[0]}..{days[-1]} "
+                  f"from {location.name}, without publishing")
+        run_config = json.loads(args.config_json) if args.config_json else None
+        verdicts = verify_partitions(location.defs, args.asset, days, run_config, progress=_progress)
     except Exception as exc:  # noqa: BLE001 - any failure to verify is exit 3, with its cause
         print(f"idem verify: could not verify {args.asset} {args.partition or args.range}: {exc}", file=sys.stderr)
         return 3
@@ -178,7 +228,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _add_partition_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--partition", help="one day, YYYY-MM-DD")
-    group.add_argument("--range", help="days A...B, inclusive")
+    group.add_argument("--range", help="days A...B (or [A...B]), inclusive")
+
+
+def _add_location_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-m", "--module", help="the code location's module (as for `dagster ... -m`)")
+    group.add_argument("-f", "--file", help="the code location's file (as for `dagster ... -f`)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,16 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start or locate services and write DAGSTER_HOME/dagster.yaml").set_defaults(func=cmd_up)
     dev = sub.add_parser("dev", help="start services, dagster-webserver and dagster-daemon on one instance")
-    dev.add_argument("--host", default=os.environ.get("IDEM_UI_HOST", "127.0.0.1"),
-                     help="address the UI binds to (default 127.0.0.1; set 0.0.0.0 deliberately to expose it)")
-    dev.add_argument("--port", type=int, default=int(os.environ.get("IDEM_UI_PORT", "3000")))
+    dev.add_argument("--host", default=None,
+                     help="address the UI binds to (default IDEM_UI_HOST or 127.0.0.1; set 0.0.0.0 deliberately)")
+    dev.add_argument("--port", type=int, default=None, help="default IDEM_UI_PORT or 3000")
     dev.set_defaults(func=cmd_dev)
     run = sub.add_parser("run", help="materialize the main job for the last N days in one run and print a summary")
     run.add_argument("--days", type=int, default=7)
     run.add_argument("--select", action="append", help="asset to materialize (repeatable; default: the main job)")
+    _add_location_args(run)
     run.set_defaults(func=cmd_run)
     led = sub.add_parser("ledger", help="the history of publishes")
     led.add_argument("asset", nargs="?")
+    _add_location_args(led)
     _add_partition_args(led)
     led.add_argument("--json", action="store_true")
     led.set_defaults(func=cmd_ledger)
@@ -219,10 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute partitions without publishing; exit 0 identical, 1 differs, 2 drifted, 3 could not verify",
     )
     ver.add_argument("asset")
+    _add_location_args(ver)
     _add_partition_args(ver, required=True)
     ver.add_argument("--config-json", help="run config for the recomputation (as for dagster asset materialize)")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=cmd_verify)
+    from .pipelines.scooters.simulator import add_simulate_scooters_parser
+
     add_simulate_scooters_parser(sub)
     return parser
 
@@ -234,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InvalidPartitionKey, RuntimeError) as exc:
+    except (InvalidPartitionKey, LocationError, ServiceNotFound, settings.SettingError, RuntimeError, KeyError) as exc:
         print(f"idem: {exc}", file=sys.stderr)
         return 3
     except subprocess.CalledProcessError as exc:

@@ -1,63 +1,65 @@
-"""Resources, and the one place that decides which servers the platform talks to.
+"""The platform's resources: the PostgreSQL server and the lake directory, found the same way by every process.
 
-Configuration comes from the environment, with safe local defaults:
+A resource left unconfigured resolves its server **when it is used**, from `idem_platform.settings`, not when
+the code location is loaded: the CLI, `dagster asset materialize`, the webserver's code server and the daemon
+all find the same servers, even a server `idem up` started after the code location was loaded.
 
-- `IDEM_PG_DSN`: the PostgreSQL that holds the warehouse (schema `IDEM_PG_SCHEMA`, default `warehouse`), the
-  ledger (schema `idem`) and, through dagster-postgres, the Dagster instance. Unset, the platform uses the
-  embedded PostgreSQL that `idem up` / `make run` started under the state directory.
-- `IDEM_SOURCE_DSN`: the 311 source system (default: the same server, schema `source`).
-- `IDEM_LAKE_DIR`: root of the lake files (default `<state dir>/lake`).
-- `IDEM_STATE_DIR`: project-local state (default `./.idem`): embedded server data, lake, DAGSTER_HOME.
-
-Secrets never enter run config or metadata: when `IDEM_PG_DSN` is set the resource holds `EnvVar("IDEM_PG_DSN")`,
-which the UI shows by name only.
+- `PostgresResource()`: `IDEM_PG_DSN`, else the embedded PostgreSQL `idem up` / `make run` started under the state
+  directory (its DSN in `<state dir>/postgres.dsn`). Neither is ever copied into run config or the UI.
+- `PostgresResource(dsn=...)`: that server (pass a `dg.EnvVar` to keep a secret out of the UI).
+- `LakeResource()`: `IDEM_LAKE_DIR`, else `<state dir>/lake`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import psycopg
+from pydantic import Field
 
-PG_DSN_ENV = "IDEM_PG_DSN"
-ES_URL_ENV = "IDEM_ES_URL"
-DEFAULT_WAREHOUSE_SCHEMA = "warehouse"
+from . import settings
+
 META_SCHEMA = "idem"
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("IDEM_STATE_DIR", ".idem")).absolute()
+class ServiceNotFound(RuntimeError):
+    """No server is configured and none was started locally; the message says what to do."""
 
 
-def embedded_dsn_file() -> Path:
-    return state_dir() / "postgres.dsn"
+def _resolved(value):
+    """The value of a field that may still be an unresolved `dg.EnvVar` (a resource used outside a run)."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
 
 
-def local_search_url() -> str:
-    """The URL of the local search server `idem up`/`make run` started (empty if none)."""
-    path = state_dir() / "search.url"
-    return path.read_text().strip() if path.exists() else ""
-
-
-def lake_dir() -> str:
-    return os.environ.get("IDEM_LAKE_DIR") or str(state_dir() / "lake")
+def platform_dsn() -> str:
+    """The platform's PostgreSQL: `IDEM_PG_DSN`, else the embedded server started under the state directory."""
+    current = settings.current()
+    dsn = current.pg_dsn or current.embedded_dsn()
+    if not dsn:
+        raise ServiceNotFound(
+            f"no PostgreSQL: IDEM_PG_DSN is not set and no embedded server was started under {current.state_dir} "
+            "(run `idem up` there, or set IDEM_STATE_DIR to the state directory it printed, or set IDEM_PG_DSN)"
+        )
+    return dsn
 
 
 class PostgresResource(dg.ConfigurableResource):
     """A PostgreSQL server reached by DSN; every connection is one transaction (commit on success)."""
 
-    dsn: str
+    dsn: str = Field(default="", description="libpq URL; empty: IDEM_PG_DSN, else the embedded server of `idem up`")
     connect_timeout: int = 10
     application_name: str = "idem_platform"
+
+    def resolved_dsn(self) -> str:
+        return _resolved(self.dsn) or platform_dsn()
 
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
         with psycopg.connect(
-            self.dsn,
+            self.resolved_dsn(),
             autocommit=autocommit,
             connect_timeout=self.connect_timeout,
             application_name=self.application_name,
@@ -68,50 +70,19 @@ class PostgresResource(dg.ConfigurableResource):
 class LakeResource(dg.ConfigurableResource):
     """A directory tree of partition files: `<root>/<asset>/<YYYY-MM-DD>.<format>`."""
 
-    root: str
+    root: str = Field(default="", description="lake root; empty: IDEM_LAKE_DIR, else <state dir>/lake")
+
+    def resolved_root(self) -> Path:
+        return Path(_resolved(self.root) or settings.current().lake_dir)
 
     def asset_dir(self, asset: str) -> Path:
-        path = Path(self.root) / asset
+        path = self.resolved_root() / asset
         path.mkdir(parents=True, exist_ok=True)
         return path
 
 
-def postgres_from_env() -> PostgresResource:
-    """`IDEM_PG_DSN` if set (as an EnvVar, so the UI never shows the value), else the embedded server's DSN."""
-    if os.environ.get(PG_DSN_ENV):
-        return PostgresResource(dsn=dg.EnvVar(PG_DSN_ENV))
-    dsn_file = embedded_dsn_file()
-    if dsn_file.exists():
-        return PostgresResource(dsn=dsn_file.read_text().strip())
-    # Resolved lazily: loading definitions must not fail just because no server was started yet.
-    return PostgresResource(dsn=dg.EnvVar(PG_DSN_ENV))
-
-
-def postgres_for_cli() -> PostgresResource:
-    """The same server as `postgres_from_env`, with the DSN value resolved (outside Dagster, EnvVars are not)."""
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn and embedded_dsn_file().exists():
-        dsn = embedded_dsn_file().read_text().strip()
-    if not dsn:
-        raise RuntimeError(f"{PG_DSN_ENV} is not set and no embedded PostgreSQL was started here; run `idem up` first")
-    return PostgresResource(dsn=dsn)
-
-
-SOURCE_DSN_ENV = "IDEM_SOURCE_DSN"
-
-
-def source_from_env() -> PostgresResource:
-    """The 311 source system: `IDEM_SOURCE_DSN`, else the platform's own server (schema `source`)."""
-    if os.environ.get(SOURCE_DSN_ENV):
-        return PostgresResource(dsn=dg.EnvVar(SOURCE_DSN_ENV), application_name="idem_platform_source")
-    return postgres_from_env()
-
-
-def source_for_cli() -> PostgresResource:
-    if os.environ.get(SOURCE_DSN_ENV):
-        return PostgresResource(dsn=os.environ[SOURCE_DSN_ENV])
-    return postgres_for_cli()
-
-
-def warehouse_schema() -> str:
-    return os.environ.get("IDEM_PG_SCHEMA", DEFAULT_WAREHOUSE_SCHEMA)
+def source_postgres() -> PostgresResource:
+    """The 311 example's source system: `IDEM_SOURCE_DSN` (as an EnvVar), else the platform's own server."""
+    if settings.current().source_dsn:
+        return PostgresResource(dsn=dg.EnvVar("IDEM_SOURCE_DSN"), application_name="idem_platform_source")
+    return PostgresResource(application_name="idem_platform_source")

@@ -23,7 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .resources import ES_URL_ENV, PG_DSN_ENV, embedded_dsn_file, state_dir
+from . import settings
+
+PG_DSN_ENV = "IDEM_PG_DSN"
+ES_URL_ENV = "IDEM_ES_URL"
+
+
+def state_dir() -> Path:
+    return settings.current().state_dir
 
 DAGSTER_YAML = """\
 # Written by idem_platform (idem_platform/services.py): the Dagster instance lives in PostgreSQL.
@@ -69,12 +76,16 @@ class Services:
     es_url: str = ""
     es_local: bool = False
 
-    def env(self) -> dict[str, str]:
-        """The environment every dagster/idem subprocess needs to reach these services."""
-        env = {**os.environ, PG_DSN_ENV: self.pg_dsn, "DAGSTER_HOME": str(self.dagster_home)}
+    def exports(self) -> dict[str, str]:
+        """What another process needs to reach these services: the state directory, servers and instance."""
+        env = {"IDEM_STATE_DIR": str(state_dir()), PG_DSN_ENV: self.pg_dsn, "DAGSTER_HOME": str(self.dagster_home)}
         if self.es_url:
             env[ES_URL_ENV] = self.es_url
         return env
+
+    def env(self) -> dict[str, str]:
+        """The environment every dagster/idem subprocess needs to reach these services."""
+        return {**os.environ, **self.exports()}
 
 
 def start_embedded_postgres(pgdata: Path | None = None) -> str:
@@ -87,19 +98,20 @@ def start_embedded_postgres(pgdata: Path | None = None) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     dsn = server.get_uri()
-    embedded_dsn_file().write_text(dsn + "\n")
+    settings.current().embedded_dsn_file.write_text(dsn + "\n")
     return dsn
 
 
 def postgres_dsn() -> tuple[str, bool]:
     """(DSN, embedded?): IDEM_PG_DSN when set, else the embedded server (started if needed)."""
-    if os.environ.get(PG_DSN_ENV):
-        return os.environ[PG_DSN_ENV], False
+    configured = settings.current().pg_dsn
+    if configured:
+        return configured, False
     return start_embedded_postgres(), True
 
 
 def dagster_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home").absolute()
+    return settings.current().dagster_home
 
 
 def write_dagster_yaml(home: Path) -> Path:
@@ -175,8 +187,9 @@ def stop_local_search() -> None:
 
 def search_url() -> tuple[str, bool]:
     """(URL, local?): IDEM_ES_URL when set, else the local in-memory server (started if needed)."""
-    if os.environ.get(ES_URL_ENV):
-        return os.environ[ES_URL_ENV], False
+    configured = settings.current().es_url
+    if configured:
+        return configured, False
     return start_local_search(), True
 
 

@@ -15,16 +15,19 @@ someone changed it behind the pipeline's back, exit 2). An error that prevents v
 
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from pydantic import Field
+
+from .partitions import days_between, parse_range, validate_partition_keys
 from .storage import dry_run, ledger
 from .storage.fingerprint import PartitionDigest, partition_digests, row_hashes
-from .storage.partition_store import AssetTarget, PartitionIOManager
+from .storage.partition_store import KEY_METADATA, AssetTarget, PartitionIOManager
 from .storage.schema import PARTITION_COLUMN
 
 EXIT_CODES = {"identical": 0, "differs": 1, "drifted": 2}
@@ -109,20 +112,58 @@ def diff_by_key(new: pd.DataFrame, old: pd.DataFrame, target: AssetTarget) -> tu
     return added, removed, changed
 
 
-def find_asset(defs: dg.Definitions, asset: str) -> dg.AssetsDefinition:
+Location = dg.Definitions | dg.RepositoryDefinition
+
+
+def location_assets(location: Location) -> list[dg.AssetsDefinition | dg.SourceAsset]:
+    """Every asset definition of a code location (a `Definitions`, or the repository a run executes in)."""
+    if isinstance(location, dg.RepositoryDefinition):
+        return list(location.assets_defs_by_key.values())
+    return [a for a in location.assets or [] if isinstance(a, (dg.AssetsDefinition, dg.SourceAsset))]
+
+
+def location_resources(location: Location) -> dict:
+    if isinstance(location, dg.RepositoryDefinition):
+        return dict(location.get_top_level_resources())
+    return dict(location.resources or {})
+
+
+def idem_asset_keys(location: Location) -> list[dg.AssetKey]:
+    """The keys of the assets declared with `@idem_asset` in a code location."""
+    return sorted(
+        {key for a in location_assets(location) if isinstance(a, dg.AssetsDefinition)
+         for key in a.keys if KEY_METADATA in a.specs_by_key[key].metadata},
+        key=lambda k: k.to_user_string(),
+    )
+
+
+def find_asset(location: Location, asset: str) -> dg.AssetsDefinition:
     key = dg.AssetKey.from_user_string(asset)
-    for assets_def in defs.assets or []:
+    for assets_def in location_assets(location):
         if isinstance(assets_def, dg.AssetsDefinition) and key in assets_def.keys:
             return assets_def
-    raise KeyError(f"no asset {asset!r} in these definitions")
+    known = ", ".join(k.to_user_string() for k in idem_asset_keys(location)) or "none"
+    raise KeyError(f"no asset {asset!r} in this code location (its idem assets: {known})")
 
 
-def recompute(defs: dg.Definitions, asset: str, days: Sequence[str], run_config: dict | None = None) -> pd.DataFrame:
+def asset_days(location: Location, asset: str, partitions: Sequence[str] = (), partition_range: str = "") -> list[str]:
+    """The days of `asset` that `partitions` or `partition_range` (`A...B` or `[A...B]`) name, validated against
+    the asset's own partitions."""
+    assets_def = find_asset(location, asset)
+    if partition_range:
+        first, last = parse_range(partition_range)
+        return days_between(first, last, assets_def.partitions_def, asset=asset)
+    days = sorted(set(partitions))
+    validate_partition_keys(days, assets_def.partitions_def, asset=asset)
+    return days
+
+
+def recompute(location: Location, asset: str, days: Sequence[str], run_config: dict | None = None) -> pd.DataFrame:
     """The asset's frame for `days`, computed and audited by its own code path, not published."""
-    assets_def = find_asset(defs, asset)
+    assets_def = find_asset(location, asset)
     key = dg.AssetKey.from_user_string(asset)
     io_key = assets_def.get_io_manager_key_for_asset_key(key)
-    resources = dict(defs.resources or {})
+    resources = location_resources(location)
     real = resources[io_key]
     resources[io_key] = type(real)(**{**{name: getattr(real, name) for name in type(real).model_fields}, "dry_run": True})
     token = uuid.uuid4().hex
@@ -132,7 +173,7 @@ def recompute(defs: dg.Definitions, asset: str, days: Sequence[str], run_config:
         tags.update({"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
     dg.materialize(
-        [a for a in defs.assets if isinstance(a, (dg.AssetsDefinition, dg.SourceAsset))],
+        location_assets(location),
         selection=dg.AssetSelection.assets(key).without_checks(),
         partition_key=partition, tags=tags, resources=resources, run_config=run_config,
         instance=dg.DagsterInstance.ephemeral(),
@@ -141,15 +182,18 @@ def recompute(defs: dg.Definitions, asset: str, days: Sequence[str], run_config:
 
 
 def verify_partitions(
-    defs: dg.Definitions, asset: str, days: Sequence[str], run_config: dict | None = None
+    location: Location, asset: str, days: Sequence[str], run_config: dict | None = None,
+    progress: Callable[[str], None] = lambda message: None,
 ) -> list[PartitionVerdict]:
+    """Verify `days` of `asset` in a code location (a `Definitions` or the repository of the running job)."""
     days = sorted(days)
-    assets_def = find_asset(defs, asset)
+    assets_def = find_asset(location, asset)
     key = dg.AssetKey.from_user_string(asset)
-    io_manager = _resolved_io_manager(defs, assets_def.get_io_manager_key_for_asset_key(key))
+    io_manager = _resolved_io_manager(location, assets_def.get_io_manager_key_for_asset_key(key))
     target = AssetTarget.from_metadata(key.path[-1], assets_def.specs_by_key[key].metadata)
 
-    fresh = target.decl.coerce(recompute(defs, asset, days, run_config))
+    fresh = target.decl.coerce(recompute(location, asset, days, run_config))
+    progress(f"idem verify: recomputed {len(fresh)} rows; reading {len(days)} day(s) from the {io_manager.sink().name} sink")
     now = sink_frame(io_manager, target, days)
     fresh_digests = partition_digests(fresh, target.decl, list(days))
     now_digests = partition_digests(now, target.decl, list(days))
@@ -167,9 +211,9 @@ def verify_partitions(
     return verdicts
 
 
-def _resolved_io_manager(defs: dg.Definitions, io_key: str) -> PartitionIOManager:
+def _resolved_io_manager(location: Location, io_key: str) -> PartitionIOManager:
     """The IO manager with its EnvVars resolved, as a run would see it."""
-    with dg.build_resources({io_key: defs.resources[io_key]}) as resources:
+    with dg.build_resources({io_key: location_resources(location)[io_key]}) as resources:
         return getattr(resources, io_key)
 
 
@@ -178,9 +222,11 @@ def exit_code(verdicts: Sequence[PartitionVerdict]) -> int:
 
 
 class VerifyConfig(dg.Config):
-    asset: str
-    partitions: list[str] = []
-    partition_range: str = ""  # "A...B"
+    asset: str = Field(description="the asset to verify, e.g. `people` or `sales/orders`")
+    partitions: list[str] = Field(default=[], description="days to verify, YYYY-MM-DD")
+    partition_range: str = Field(
+        default="", description="or a range of days: `A...B` or `[A...B]` (both ends included)"
+    )
 
 
 @dg.op(
@@ -188,18 +234,12 @@ class VerifyConfig(dg.Config):
     description="Recompute partitions without publishing and compare with the ledger and the sink (idem verify).",
 )
 def verify_partitions_op(context: dg.OpExecutionContext, config: VerifyConfig):
-    from .definitions import defs
-    from .partitions import days_between, validate_partition_keys
-
-    if config.partition_range:
-        first, _, last = config.partition_range.partition("...")
-        days = days_between(first, last)
-    else:
-        days = list(config.partitions)
-        validate_partition_keys(days)
+    # The code location this job was loaded from: verify_job verifies that location's assets, whichever it is.
+    location = context.repository_def
+    days = asset_days(location, config.asset, config.partitions, config.partition_range)
     if not days:
         raise dg.Failure("give `partitions` or `partition_range`")
-    verdicts = verify_partitions(defs, config.asset, days)
+    verdicts = verify_partitions(location, config.asset, days)
     for verdict in verdicts:
         context.log.info(verdict.describe())
     report = {"verdicts": dg.MetadataValue.json([v.as_dict() for v in verdicts])}

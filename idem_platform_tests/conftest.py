@@ -20,7 +20,7 @@ from psycopg import sql
 
 from idem_platform.resources import LakeResource, PostgresResource
 from idem_platform.services import DAGSTER_YAML, dagster_cli
-from idem_platform.storage.file_store import FilePartitionIOManager
+from idem_platform.storage.lake_store import LakePartitionIOManager
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
 
@@ -95,7 +95,7 @@ def store_resources(postgres, lake) -> dict:
     """The resources `definitions.py` wires, pointed at this test's database and lake."""
     return {
         "postgres": postgres,
-        "lake_io": FilePartitionIOManager(postgres=postgres, lake=lake),
+        "lake_io": LakePartitionIOManager(postgres=postgres, lake=lake),
         "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema="warehouse"),
     }
 

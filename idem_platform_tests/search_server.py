@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from idem_platform.storage.elasticsearch_store import ES_URL_ENV, ElasticsearchResource, elasticsearch_from_env
+from idem_platform.storage.search_client import ElasticsearchResource
 
 
 def external_search_url() -> str | None:
-    return os.environ.get(ES_URL_ENV) or None
+    return os.environ.get("IDEM_ES_URL") or None
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def search_base_server() -> Iterator[object | None]:
 def es(search_base_server) -> Iterator[ElasticsearchResource]:
     """An ElasticsearchResource for this test: IDEM_ES_URL's cluster, or a fresh osmem clone (plain JSON)."""
     if search_base_server is None:
-        yield elasticsearch_from_env()
+        yield ElasticsearchResource()
         return
     clone = search_base_server.clone()
     try:
@@ -85,5 +85,5 @@ def delete_asset_indices(es: ElasticsearchResource, names: list[str]) -> None:
 
 
 def pytest_report_header(config):
-    where = f"IDEM_ES_URL ({'plain JSON' if elasticsearch_from_env().plain_json else 'compatibility media types'})"
+    where = f"IDEM_ES_URL ({'plain JSON' if os.environ.get('IDEM_ES_PLAIN_JSON', 'true').lower() not in ('0', 'false', 'no', 'off') else 'compatibility media types'})"
     return f"search sink tests run against {where if external_search_url() else 'a local osmem server'}"

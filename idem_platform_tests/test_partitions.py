@@ -24,13 +24,13 @@ def test_malformed_key_is_named_with_valid_range(key):
 
 @pytest.mark.parametrize("key", ["1999-12-31", "2999-01-01"])
 def test_out_of_range_key_is_named_with_valid_range(key):
-    with pytest.raises(InvalidPartitionKey, match=f"'{key}' is outside the partitions definition"):
+    with pytest.raises(InvalidPartitionKey, match=f"'{key}' is outside its partitions"):
         partitions.parse_partition_key(key)
 
 
 def test_last_partition_is_yesterday():
     first, last = partitions.valid_range()
-    assert first == partitions.START_DATE
+    assert first == partitions.settings.current().partitions_start
     assert last == (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
 
 

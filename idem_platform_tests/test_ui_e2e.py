@@ -22,7 +22,8 @@ import time
 import psycopg
 import pytest
 
-from idem_platform.partitions import daily_partitions
+from idem_platform.partitions import daily_partitions as _days
+daily_partitions = _days()
 from idem_platform_tests.ui_helpers import (
     ASSET_NODES,
     CHROMIUM_ARGS,

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from idem_platform.assets.people import people, raw_people
+from idem_platform.pipelines.people import people, raw_people
 from idem_platform.checks import checks_for
 from idem_platform.verification import exit_code, verify_partitions
 from idem_platform_tests.cli_runs import BIN, materialize_command, run
@@ -144,7 +144,7 @@ def test_idem_verify_cli_exit_codes(cli_env):
 
 @pytest.fixture
 def search_defs(store_resources, postgres, es):
-    from idem_platform.assets.people import people_search
+    from idem_platform.pipelines.people import people_search
     from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
 
     assets = [raw_people, people, people_search]

@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -51,20 +50,13 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from elastic_transport import ApiError, TransportError, Urllib3HttpNode
-from elasticsearch import Elasticsearch, helpers
-from pydantic import Field
+from elastic_transport import ApiError, TransportError
+from elasticsearch import helpers
 
 from .faults import fault_point
+from .search_client import ElasticsearchResource
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
 from .schema import PARTITION_COLUMN, TableDeclaration
-
-ES_URL_ENV = "IDEM_ES_URL"
-ES_PLAIN_JSON_ENV = "IDEM_ES_PLAIN_JSON"
-ES_API_KEY_ENV = "IDEM_ES_API_KEY"
-ES_USERNAME_ENV = "IDEM_ES_USERNAME"
-ES_PASSWORD_ENV = "IDEM_ES_PASSWORD"
-DEFAULT_ES_URL = "http://127.0.0.1:9200"
 
 # Above the built-in templates of Elasticsearch (priority 100, e.g. `logs-*-*`): patterns that overlap at equal
 # priority are refused, and an asset called `logs` must not have its indices turned into a data stream.
@@ -77,121 +69,6 @@ MAX_ID_BYTES = 512
 SHOWN_FAILURES = 5
 
 _log = logging.getLogger("idem_platform.storage.elasticsearch")
-
-
-# --------------------------------------------------------------------------------------------------- transport
-
-
-_COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with=\d+", re.I)
-_MEDIA_HEADERS = ("accept", "content-type")
-
-
-class PlainJsonHttpNode(Urllib3HttpNode):
-    """An urllib3 node that sends plain `application/json` / `application/x-ndjson` media types.
-
-    The 9.x `elasticsearch` client asks for REST API compatibility mode on every request:
-    `Accept`/`Content-Type: application/vnd.elasticsearch+json; compatible-with=9` (`+x-ndjson` for bulk).
-    OpenSearch and OpenSearch-compatible servers (the local osmem server among them) answer that with 406, and
-    Elasticsearch 8 with 400 (`Accept version must be either version 8 or 7`). This node rewrites both headers,
-    always together (Elasticsearch refuses a compatible version on one header but not the other), to the plain
-    media types every Elasticsearch and OpenSearch version accepts. Pass it as `Elasticsearch(node_class=...)`.
-    """
-
-    def perform_request(self, method, target, body=None, headers=None, **kwargs):
-        if headers:
-            headers = headers.copy()
-            for name in _MEDIA_HEADERS:
-                value = headers.get(name)
-                if value:
-                    headers[name] = _COMPAT_MEDIA_TYPE.sub(r"application/\1", value)
-        return super().perform_request(method, target, body=body, headers=headers, **kwargs)
-
-
-def _resolved(value: str | None) -> str | None:
-    """The value of a field that may still be an unresolved `dg.EnvVar` (resource used outside a run)."""
-    return value.get_value() if isinstance(value, dg.EnvVar) else value
-
-
-class ElasticsearchResource(dg.ConfigurableResource):
-    """An Elasticsearch (or OpenSearch-compatible) cluster reached over HTTP with the official 9.x client.
-
-    Credentials: `api_key`, or `username` + `password`, normally `dg.EnvVar`s so the UI shows their names only;
-    they are left out of this resource's repr and never logged (the transport hides the Authorization header).
-    Put them there, not in `url`.
-
-    `plain_json` (default True) sends plain `application/json` / `application/x-ndjson` instead of the client's
-    `application/vnd.elasticsearch+json; compatible-with=9` (see `PlainJsonHttpNode`):
-
-    - required for OpenSearch and OpenSearch-compatible servers (such as the local osmem server), which reject
-      the compatibility media types with 406;
-    - harmless against Elasticsearch 9: plain JSON *is* the 9.x API, the same requests and responses;
-    - needed against Elasticsearch 8, which refuses `compatible-with=9` with 400; plain JSON gets the 8.x API,
-      which covers everything this platform calls (index templates, bulk, aliases, count, scroll);
-    - turn it off only against a newer major (Elasticsearch 10+), where `compatible-with=9` asks the server to
-      answer in the 9.x format this client understands.
-
-    Real OpenSearch does not send the `X-Elastic-Product: Elasticsearch` response header that the client
-    checks on its first successful response (`UnsupportedProductError`); plain JSON does not change that check
-    (osmem sends the header).
-
-    Requests are retried up to 3 times on connection errors; bulk documents have deterministic ids, so a
-    retried chunk overwrites what it already wrote.
-    """
-
-    url: str = Field(description="Base URL, e.g. https://search.internal:9200 (no credentials in it)")
-    api_key: str | None = Field(default=None, repr=False, description="API key (base64 `id:key` or encoded)")
-    username: str | None = Field(default=None, repr=False, description="Basic-auth user (with password)")
-    password: str | None = Field(default=None, repr=False, description="Basic-auth password")
-    request_timeout: float = Field(default=30.0, description="Seconds per HTTP request")
-    plain_json: bool = Field(default=True, description="Send plain application/json (see class docstring)")
-    ca_certs: str | None = Field(default=None, description="CA bundle for a cluster with its own certificate")
-
-    def client(self) -> Elasticsearch:
-        api_key, username, password = _resolved(self.api_key), _resolved(self.username), _resolved(self.password)
-        if api_key and (username or password):
-            raise ValueError("give the Elasticsearch resource an api_key or username/password, not both")
-        if bool(username) != bool(password):
-            raise ValueError("Elasticsearch basic auth needs both username and password")
-        kwargs: dict[str, Any] = {"request_timeout": self.request_timeout, "max_retries": 3}
-        if api_key:
-            kwargs["api_key"] = api_key
-        if username:
-            kwargs["basic_auth"] = (username, password)
-        if self.plain_json:
-            kwargs["node_class"] = PlainJsonHttpNode
-        if self.ca_certs:
-            kwargs["ca_certs"] = self.ca_certs
-        return Elasticsearch(_resolved(self.url), **kwargs)
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={value!r}: use true or false")
-
-
-def elasticsearch_from_env(default_url: str = DEFAULT_ES_URL) -> ElasticsearchResource:
-    """The search cluster the environment names.
-
-    `IDEM_ES_URL` (else `default_url`, e.g. the local server's), `IDEM_ES_PLAIN_JSON` (default true: harmless
-    against Elasticsearch 8/9, required for OpenSearch-compatible servers; see `ElasticsearchResource`),
-    `IDEM_ES_API_KEY` or `IDEM_ES_USERNAME` + `IDEM_ES_PASSWORD`. Set values are passed as `dg.EnvVar`s, so
-    neither the UI nor the run config ever holds them.
-    """
-    names = (ES_URL_ENV, ES_API_KEY_ENV, ES_USERNAME_ENV, ES_PASSWORD_ENV)
-    env = {name: dg.EnvVar(name) for name in names if os.environ.get(name)}
-    return ElasticsearchResource(
-        url=env.get(ES_URL_ENV, default_url),
-        api_key=env.get(ES_API_KEY_ENV),
-        username=env.get(ES_USERNAME_ENV),
-        password=env.get(ES_PASSWORD_ENV),
-        plain_json=_env_flag(ES_PLAIN_JSON_ENV, True),
-    )
 
 
 # ------------------------------------------------------------------------------------------------ JSON values

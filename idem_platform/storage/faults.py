@@ -21,12 +21,14 @@ from __future__ import annotations
 import os
 import signal
 
+from .. import settings
+
 POINTS = ("before_stage", "mid_stage", "after_stage", "after_audit", "after_publish", "after_ledger", "after_commit")
 EXIT_CODE = 137
 
 
 def fault_point(sink: str, point: str, asset: str | None = None) -> None:
-    wanted = os.environ.get("IDEM_FAULT")
+    wanted = settings.raw("IDEM_FAULT")
     if not wanted:
         return
     if point not in POINTS:  # pragma: no cover - a typo in the platform itself
@@ -34,9 +36,9 @@ def fault_point(sink: str, point: str, asset: str | None = None) -> None:
     target_sink, _, target_point = wanted.rpartition(":")
     if target_point != point or (target_sink and target_sink != sink):
         return
-    only_asset = os.environ.get("IDEM_FAULT_ASSET")
+    only_asset = settings.raw("IDEM_FAULT_ASSET")
     if only_asset and asset and only_asset != asset:
         return
-    if os.environ.get("IDEM_FAULT_MODE") == "kill":
+    if settings.raw("IDEM_FAULT_MODE") == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(EXIT_CODE)

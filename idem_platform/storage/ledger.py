@@ -39,10 +39,13 @@ class LedgerEntry:
     previous_fingerprint: str | None
     published_at: dt.datetime | None = None
     store: str = ""  # where the sink keeps this asset (schema.table, lake directory, read alias)
+    # Did this write change what the sink held? None: judge by the ledger (previous != new). The write path sets
+    # it from the sink's content when the ledger says "unchanged", so a rerun that repairs drift says True.
+    changed: bool | None = None
 
-    @property
-    def changed(self) -> bool:
-        return self.previous_fingerprint != self.fingerprint
+    def __post_init__(self):
+        if self.changed is None:
+            object.__setattr__(self, "changed", self.previous_fingerprint != self.fingerprint)
 
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
@@ -131,11 +134,24 @@ def history(
         cur.execute(
             sql.SQL(
                 """SELECT asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint,
-                          published_at, store FROM {} WHERE {} ORDER BY id"""
+                          published_at, store, changed FROM {} WHERE {} ORDER BY id"""
             ).format(LEDGER, sql.SQL(" AND ").join(conditions)),
             params,
         )
         return [LedgerEntry(**row) for row in cur.fetchall()]
+
+
+def latest_entries(
+    conn: psycopg.Connection, asset: str, days: Sequence[str], sink: str | None = None
+) -> dict[str, LedgerEntry]:
+    """The last ledger row of each of `days` of `asset` (optionally in one sink); days never published are absent."""
+    if not ledger_exists(conn):
+        return {}
+    latest: dict[str, LedgerEntry] = {}
+    for entry in history(conn, asset=asset, days=days):
+        if sink is None or entry.sink == sink:
+            latest[entry.partition] = entry
+    return latest
 
 
 def ledger_exists(conn: psycopg.Connection) -> bool:

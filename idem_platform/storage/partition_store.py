@@ -126,6 +126,7 @@ def publish_partitions(
     frame: pd.DataFrame,
     run_id: str,
     log: logging.Logger | dg.DagsterLogManager = _log,
+    partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[ledger.LedgerEntry]:
     """Replace every day of `days` in the sink with the rows of `frame`; returns the ledger rows written.
 
@@ -135,7 +136,7 @@ def publish_partitions(
     days, in order (each day, and each batch, atomic).
     """
     days = sorted(days)
-    validate_partition_keys(days)
+    validate_partition_keys(days, partitions_def, asset=target.asset)
     frame, digests = attached_digests(frame, target.decl, days)
 
     def digest_and_audit() -> dict[str, PartitionDigest]:
@@ -185,6 +186,7 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) ->
             raise
         try:
             digests = checked()  # an AuditError raised by the audit thread discards the stage
+            changed = changed_days(sink, target, days, digests, previous)
             fault_point(sink.name, "after_stage", target.asset)
             sink.verify_staged(conn, target, staged, digests)
             fault_point(sink.name, "after_audit", target.asset)
@@ -197,7 +199,7 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) ->
             ledger.LedgerEntry(
                 asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
                 run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
-                previous_fingerprint=previous.get(day), store=store,
+                previous_fingerprint=previous.get(day), store=store, changed=day in changed,
             )
             for day in days
         ]
@@ -205,6 +207,24 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) ->
         fault_point(sink.name, "after_ledger", target.asset)
     fault_point(sink.name, "after_commit", target.asset)
     return entries
+
+
+def changed_days(
+    sink: PartitionSink, target: AssetTarget, days: Sequence[str], digests: dict[str, PartitionDigest],
+    previous: dict[str, str],
+) -> set[str]:
+    """The days this write changes in the sink: those whose ledger fingerprint differs from the new one, and
+    those where the ledger says "unchanged" but the sink no longer holds what was published (drift a rerun
+    repairs). Only the latter are read back, under the partition lock, before the publish."""
+    changed = {d for d in days if previous.get(d) != digests[d].fingerprint}
+    same = [d for d in days if d not in changed]
+    if same:
+        try:
+            held = partition_digests(sink.read(target, same), target.decl, same)
+        except Exception:  # noqa: BLE001 - the sink lost the day (a dropped table, a deleted file): the write restores it
+            return set(days)
+        changed |= {d for d in same if held[d].fingerprint != digests[d].fingerprint}
+    return changed
 
 
 def load_partitions(
@@ -233,6 +253,7 @@ def _span(days: Sequence[str]) -> str:
 def partition_metadata(entry: ledger.LedgerEntry) -> dict[str, Any]:
     return {
         "dagster/row_count": entry.row_count,
+        "dagster/partition_row_count": entry.row_count,
         "row_count": entry.row_count,
         "fingerprint": entry.fingerprint,
         "previous_fingerprint": entry.previous_fingerprint or "",
@@ -265,7 +286,10 @@ class PartitionIOManager(dg.ConfigurableIOManager):
             audit_frame(target.asset, frame, days, target.decl, target.rules)
             capture_dry_run_frame(context, frame)
             return
-        entries = publish_partitions(self.sink(), self.postgres, target, days, obj, context.run_id, context.log)
+        entries = publish_partitions(
+            self.sink(), self.postgres, target, days, obj, context.run_id, context.log,
+            partitions_def=context.asset_partitions_def,
+        )
         if len(entries) == 1:
             context.add_output_metadata({**partition_metadata(entries[0]), SCHEMA_METADATA: target.decl.table_schema()})
             return

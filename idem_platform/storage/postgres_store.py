@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import queue
 import re
 import threading
@@ -46,7 +45,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-from ..resources import PostgresResource, warehouse_schema
+from .. import settings
+from ..resources import PostgresResource
 from .faults import fault_point
 from .fingerprint import PartitionDigest
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
@@ -55,16 +55,7 @@ from .schema import PARTITION_COLUMN, SchemaError
 COPY_CHUNK_ROWS = 32_768  # ~5 MB of CSV for a 10-column row: small enough to keep a few in flight
 COPY_QUEUE_CHUNKS = 2  # encoded chunks waiting for the connection (bounds the extra memory)
 
-SWAP_MIN_ROWS_ENV = "IDEM_PG_SWAP_MIN_ROWS"
-DAYS_PER_TRANSACTION_ENV = "IDEM_PG_DAYS_PER_TRANSACTION"
-LOCK_TIMEOUT_ENV = "IDEM_PG_SWAP_LOCK_TIMEOUT_MS"
 SWAP_WAIT_ENV = "IDEM_PG_SWAP_WAIT_S"
-DEFAULT_SWAP_MIN_ROWS = 10_000
-# Each day of a write holds a few relation locks until COMMIT; PostgreSQL's shared lock table holds about
-# 64 x max_connections of them. Longer ranges publish in transactions of this many days (each day atomic).
-DEFAULT_DAYS_PER_TRANSACTION = 100
-DEFAULT_LOCK_TIMEOUT_MS = 500
-DEFAULT_SWAP_WAIT_S = 120.0
 
 # information_schema.columns.data_type of each declared PostgreSQL type
 _INFO_SCHEMA_TYPES = {
@@ -83,19 +74,6 @@ class StagingMismatch(RuntimeError):
 
 class SwapLockTimeout(RuntimeError):
     """The day's partition could not be swapped in: readers or writers kept the table locked too long."""
-
-
-def _env_number(name: str, default: float, kind=int):
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not a number") from None
-    if number < 0:
-        raise ValueError(f"{name}={value!r} must not be negative")
-    return number
 
 
 def csv_chunks(frame: pd.DataFrame, chunk_rows: int = COPY_CHUNK_ROWS) -> Iterator[bytes]:
@@ -183,11 +161,14 @@ class PostgresTableSink(PartitionSink):
         lock_timeout_ms: int | None = None,
         swap_wait_s: float | None = None,
     ):
+        config = settings.current()
         self.postgres, self.schema = postgres, schema
-        self.swap_min_rows = swap_min_rows if swap_min_rows is not None else _env_number(SWAP_MIN_ROWS_ENV, DEFAULT_SWAP_MIN_ROWS)
-        self.max_days_per_transaction = days_per_transaction or _env_number(DAYS_PER_TRANSACTION_ENV, DEFAULT_DAYS_PER_TRANSACTION) or None
-        self.lock_timeout_ms = lock_timeout_ms or _env_number(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_MS) or DEFAULT_LOCK_TIMEOUT_MS
-        self.swap_wait_s = swap_wait_s if swap_wait_s is not None else _env_number(SWAP_WAIT_ENV, DEFAULT_SWAP_WAIT_S, float)
+        self.swap_min_rows = swap_min_rows if swap_min_rows is not None else config.pg_swap_min_rows
+        # Each day of a write holds a few relation locks until COMMIT; PostgreSQL's shared lock table holds about
+        # 64 x max_connections of them. Longer ranges publish in transactions of this many days (each day atomic).
+        self.max_days_per_transaction = days_per_transaction or config.pg_days_per_transaction or None
+        self.lock_timeout_ms = lock_timeout_ms or config.pg_swap_lock_timeout_ms
+        self.swap_wait_s = swap_wait_s if swap_wait_s is not None else config.pg_swap_wait_s
 
     # -- names -------------------------------------------------------------------------------------------
 
@@ -419,4 +400,4 @@ class PostgresPartitionIOManager(PartitionIOManager):
     db_schema: str = ""
 
     def sink(self) -> PostgresTableSink:
-        return PostgresTableSink(self.postgres, self.db_schema or warehouse_schema())
+        return PostgresTableSink(self.postgres, self.db_schema or settings.current().pg_schema)

@@ -22,7 +22,7 @@ from idem_platform_tests.reliability.scorecard import SCORECARD, Scorecard, form
 from idem_platform_tests.search_server import delete_asset_indices, external_search_url
 
 from idem_platform.services import DAGSTER_YAML, dagster_cli
-from idem_platform.storage.elasticsearch_store import elasticsearch_from_env
+from idem_platform.storage.search_client import ElasticsearchResource
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +85,7 @@ def asset_names(search_url) -> Iterator[list[str]]:
     yield names
     if search_url is not None or not external_search_url() or not names:
         return
-    delete_asset_indices(elasticsearch_from_env(), names)
+    delete_asset_indices(ElasticsearchResource(), names)
 
 
 @pytest.fixture

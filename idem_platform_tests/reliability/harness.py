@@ -6,7 +6,7 @@
   newlines and non-ASCII text, so the COPY, the bulk JSON and Parquet all meet them.
 - **Stores.** `StoreSpec` names one store of one scenario (its own PostgreSQL schema, lake root or index prefix,
   and a unique asset name) in a picklable form, so writer and reader processes can rebuild it. It builds the
-  platform's own sink (`PostgresTableSink`, `LakeFileSink`, `ElasticsearchIndexSink`), a reader probe that reads
+  platform's own sink (`PostgresTableSink`, `LakeSink`, `ElasticsearchIndexSink`), a reader probe that reads
   the way a user would (SQL on the table, a search on the day alias and on the read alias, the lake file), and the
   leftover check (staging relations, temp files, orphan indices, open transactions, held locks).
 - **Readers.** `Reader` polls a set of stores in a thread or a separate process until stopped, judges every sample
@@ -40,8 +40,9 @@ from psycopg import sql
 from idem_platform.resources import LakeResource, PostgresResource
 from idem_platform.storage import ledger, postgres_store
 from idem_platform.storage.audit import AuditRules
-from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink, ElasticsearchResource, elasticsearch_from_env
-from idem_platform.storage.file_store import LakeFileSink
+from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
+from idem_platform.storage.search_client import ElasticsearchResource
+from idem_platform.storage.lake_store import LakeSink
 from idem_platform.storage.fingerprint import PartitionDigest, partition_digests
 from idem_platform.storage.partition_store import AssetTarget, PartitionSink, publish_partitions
 from idem_platform.storage.schema import PARTITION_COLUMN, TableDeclaration
@@ -57,7 +58,7 @@ def declaration(name: str) -> TableDeclaration:
     """The declared columns a store spec names: the suite's own, or a platform asset's."""
     if name == "reliability":
         return DECL
-    from idem_platform.assets import people
+    from idem_platform.pipelines import people
 
     columns = {"people": people.PEOPLE_COLUMNS, "people_search": people.PEOPLE_COLUMNS, "raw_people": people.RAW_PEOPLE_COLUMNS}
     return TableDeclaration.build(columns[name], ["person_id"])
@@ -120,7 +121,7 @@ class StoreSpec:
         return PostgresResource(dsn=self.dsn)
 
     def es(self) -> ElasticsearchResource:
-        return ElasticsearchResource(url=self.es_url, plain_json=True) if self.es_url else elasticsearch_from_env()
+        return ElasticsearchResource(url=self.es_url, plain_json=True) if self.es_url else ElasticsearchResource()
 
     def target(self) -> AssetTarget:
         return AssetTarget(self.asset, declaration(self.declaration), AuditRules())
@@ -129,7 +130,7 @@ class StoreSpec:
         if self.kind == "postgres":
             return postgres_store.PostgresTableSink(self.postgres, self.schema, swap_min_rows=self.pg_swap_min_rows)
         if self.kind == "lake":
-            return LakeFileSink(LakeResource(root=self.lake_root))
+            return LakeSink(LakeResource(root=self.lake_root))
         if self.kind == "elasticsearch":
             return ElasticsearchIndexSink(self.es(), replicas=self.es_replicas, bulk_chunk_docs=self.es_bulk_chunk)
         raise ValueError(self.kind)
@@ -306,7 +307,7 @@ class LakeProbe(Probe):
 
     One descriptor matters: `pq.read_table(path)` / `pd.read_parquet(path)` open the file twice (footer, then
     pages), and an `os.replace` between the two opens mixes two files' bytes into a read error
-    (test_findings.py; `LakeFileSink.read` reads through one descriptor too). Through one descriptor a reader
+    (test_findings.py; `LakeSink.read` reads through one descriptor too). Through one descriptor a reader
     holds one inode: the old file or the new one.
     """
 

@@ -1,6 +1,6 @@
 """Regression tests for what the reliability suite found in code it does not own.
 
-Lake reads during a concurrent republish (fixed in 68190ce): `LakeFileSink.read` read with
+Lake reads during a concurrent republish (fixed in 68190ce): `LakeSink.read` read with
 `pd.read_parquet(path)`, and pyarrow opens a path twice (footer, then pages); an `os.replace` by a concurrent rerun
 between the two opens made the read fail ('Column cannot have more than one dictionary', 'Unexpected end of
 stream: Page was smaller ...'), about one read in twenty under a tight republish loop. The published file was

@@ -22,11 +22,11 @@ import pandas as pd
 import psycopg
 import pytest
 
-from idem_platform.assets.people import raw_people
+from idem_platform.pipelines.people import raw_people
 from idem_platform.resources import LakeResource, PostgresResource
 from idem_platform.storage import elasticsearch_store, postgres_store
 from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager, ElasticsearchResource
-from idem_platform.storage.file_store import FilePartitionIOManager
+from idem_platform.storage.lake_store import LakePartitionIOManager
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 from idem_platform_tests.cli_runs import run
 from idem_platform_tests.reliability.harness import (
@@ -150,7 +150,7 @@ def test_lake_directory_read_only(rel_cli_env, scorecard):
     spec = StoreSpec("lake", dsn=env["IDEM_PG_DSN"], asset="raw_people", lake_root=lake, key="person_id",
                      gen_column=None, declaration="raw_people")
     folder = os.path.join(lake, "raw_people")
-    resources = {"lake_io": FilePartitionIOManager(postgres=PostgresResource(dsn=env["IDEM_PG_DSN"]),
+    resources = {"lake_io": LakePartitionIOManager(postgres=PostgresResource(dsn=env["IDEM_PG_DSN"]),
                                                    lake=LakeResource(root=lake))}
     accepted = {DAY: [{"*": 150}, {"*": 200}]}
     as_root = os.geteuid() == 0

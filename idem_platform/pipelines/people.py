@@ -7,18 +7,12 @@ phone numbers in several formats). `people` cleans and types them.
 
 
 import datetime as dt
-import os
 
 import dagster as dg
 import pandas as pd
 from faker import Faker
 
-from ..automation import follows_upstream_content
-from ..declare import idem_asset
-from ..partitions import partition_window
-from ..seeding import partition_seed
-
-DEFAULT_PEOPLE_PER_DAY = int(os.environ.get("IDEM_PEOPLE_PER_DAY", "1000"))
+from idem_platform import follows_upstream_content, idem_asset, partition_seed, partition_window, settings
 
 RAW_PEOPLE_COLUMNS = {
     "person_id": "string",
@@ -48,7 +42,7 @@ PEOPLE_COLUMNS = {
 
 
 class RawPeopleConfig(dg.Config):
-    rows_per_day: int = DEFAULT_PEOPLE_PER_DAY
+    rows_per_day: int | None = None  # None: IDEM_PEOPLE_PER_DAY (default 1,000)
 
 
 def generate_people(partition_key: str, rows: int) -> pd.DataFrame:
@@ -91,9 +85,9 @@ def generate_people(partition_key: str, rows: int) -> pd.DataFrame:
     kinds={"python", "parquet"},
     description="Fake people created each day (Faker, seeded by the day): the raw export, as found, in the lake.",
 )
-def raw_people(context: dg.AssetExecutionContext, config: RawPeopleConfig) -> pd.DataFrame:
-    frames = [generate_people(day, config.rows_per_day) for day in context.partition_keys]
-    return pd.concat(frames, ignore_index=True)
+def raw_people(context: dg.AssetExecutionContext, config: RawPeopleConfig, day: str) -> pd.DataFrame:
+    rows = config.rows_per_day if config.rows_per_day is not None else settings.current().people_per_day
+    return generate_people(day, rows)
 
 
 def clean_people(raw: pd.DataFrame) -> pd.DataFrame:

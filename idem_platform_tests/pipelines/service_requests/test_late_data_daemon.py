@@ -9,12 +9,13 @@ import pandas as pd
 import psycopg
 import pytest
 
-from idem_platform import partitions, source_311
+from idem_platform import partitions
+from idem_platform.pipelines.service_requests import source as source_311
 from idem_platform.services import DAGSTER_YAML, dagster_cli
 from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget
-from idem_platform.assets.service_requests import service_requests_search
+from idem_platform.pipelines.service_requests.assets import service_requests_search
 from idem_platform_tests.cli_runs import BIN, stop_process_group
 
 ASSETS = ("service_requests", "service_requests_search", "service_requests_daily_summary")

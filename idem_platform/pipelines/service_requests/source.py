@@ -23,8 +23,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.rows import dict_row
 
-from .partitions import partition_window
-from .seeding import partition_seed
+from idem_platform import partition_seed, partition_window
 
 SCHEMA = "source"
 CATEGORIES = ("Pothole", "Streetlight Out", "Graffiti", "Abandoned Vehicle", "Noise", "Tree Trim", "Rodent", "Water Leak")

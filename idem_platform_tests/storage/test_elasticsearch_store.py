@@ -24,18 +24,16 @@ import pandas as pd
 import pytest
 from elasticsearch import helpers
 
-from idem_platform.assets.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people
+from idem_platform.pipelines.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people
 from idem_platform.declare import idem_asset
 from idem_platform.storage import ledger
 from idem_platform.storage.audit import AuditRules
 from idem_platform.storage.elasticsearch_store import (
     ElasticsearchIndexSink,
     ElasticsearchPartitionIOManager,
-    ElasticsearchResource,
     PartitionNotFound,
-    PlainJsonHttpNode,
-    elasticsearch_from_env,
 )
+from idem_platform.storage.search_client import ElasticsearchResource, PlainJsonHttpNode
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions
 from idem_platform.storage.postgres_store import PostgresTableSink
@@ -249,8 +247,8 @@ CRASHING_WRITER = textwrap.dedent(
     import json, os, sys
     from idem_platform.resources import PostgresResource
     from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink, ElasticsearchResource
-    from idem_platform.storage.elasticsearch_store import elasticsearch_from_env
-    from idem_platform_tests.test_elasticsearch_store import people_frame, target_named, write
+    from idem_platform.storage.search_client import ElasticsearchResource
+    from idem_platform_tests.storage.test_elasticsearch_store import people_frame, target_named, write
 
     args = json.loads(sys.argv[1])
 
@@ -258,7 +256,7 @@ CRASHING_WRITER = textwrap.dedent(
         def verify_staged(self, conn, target, staged, digests):
             os._exit(137)  # like SIGKILL: no cleanup, no rollback, the connection just drops
 
-    es = ElasticsearchResource(**args["es"]) if args["es"] else elasticsearch_from_env()
+    es = ElasticsearchResource(**args["es"]) if args["es"] else ElasticsearchResource()
     if args["dies"] == "after_stage":
         sink = DiesAfterStaging(es)
     else:  # IDEM_FAULT=elasticsearch:mid_stage: dies once the first bulk chunk is in
@@ -381,10 +379,13 @@ def test_resource_from_env_keeps_credentials_out_of_config_and_repr(monkeypatch)
     monkeypatch.setenv("IDEM_ES_PASSWORD", "s3cret-pa55")
     monkeypatch.delenv("IDEM_ES_API_KEY", raising=False)
     monkeypatch.delenv("IDEM_ES_PLAIN_JSON", raising=False)
-    resource = elasticsearch_from_env()
-    assert resource.plain_json is True
-    assert isinstance(resource.password, dg.EnvVar) and resource.password == "IDEM_ES_PASSWORD"
+    resource = ElasticsearchResource()
+    # Nothing of the environment is copied into the resource's config: it is read when the client is built.
+    assert resource.password is None and resource.url == ""
     assert "s3cret" not in repr(resource) and "s3cret" not in repr(resource.process_config_and_initialize())
-    assert resource.client().transport.node_pool.get().config.host == "search.example"
+    client = resource.client()
+    assert client.transport.node_pool.get().config.host == "search.example"
+    assert isinstance(client.transport.node_pool.get(), PlainJsonHttpNode)
+    assert "s3cret" not in repr(client)
     monkeypatch.setenv("IDEM_ES_PLAIN_JSON", "false")
-    assert elasticsearch_from_env().plain_json is False
+    assert not isinstance(ElasticsearchResource().client().transport.node_pool.get(), PlainJsonHttpNode)

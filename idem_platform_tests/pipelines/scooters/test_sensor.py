@@ -16,9 +16,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from idem_platform.sensors import CHANGE_TAG, FILES_TAG, InboxCursor, plan_inbox, scooter_inbox_sensor
+from idem_platform.pipelines.scooters.sensor import CHANGE_TAG, FILES_TAG, InboxCursor, plan_inbox, scooter_inbox_sensor
 from idem_platform_tests.cli_runs import BIN, stop_process_group
-from idem_platform_tests.scooter_fixtures import (  # noqa: F401 (fixtures)
+from idem_platform_tests.pipelines.scooters.fixtures import (  # noqa: F401 (fixtures)
     ScooterWarehouse,
     csv_bytes,
     failure_message,
@@ -190,7 +190,7 @@ def test_daemon_runs_a_dropped_file_once_and_its_correction_once(instance_env, t
     schema = f"wh_{uuid.uuid4().hex[:8]}"
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: idem_platform_tests.scooter_fixtures\n"
+        "load_from:\n  - python_module:\n      module_name: idem_platform_tests.pipelines.scooters.fixtures\n"
         f"      attribute: daemon_definitions\n      working_directory: {Path(__file__).parents[1]}\n"
         "      location_name: scooters\n"
     )

@@ -20,12 +20,12 @@ import os
 
 import pytest
 
-from idem_platform import scooter_inbox
+from idem_platform.pipelines.scooters import inbox as scooter_inbox
 from idem_platform.partitions import InvalidPartitionKey, valid_range
-from idem_platform.scooter_inbox import InboxNameError, parse_inbox_name, read_inbox_day
-from idem_platform.scooter_simulator import HEADER
-from idem_platform.sensors import InboxCursor, plan_inbox
-from idem_platform_tests.scooter_fixtures import (  # noqa: F401 (fixtures)
+from idem_platform.pipelines.scooters.inbox import InboxNameError, parse_inbox_name, read_inbox_day
+from idem_platform.pipelines.scooters.simulator import HEADER
+from idem_platform.pipelines.scooters.sensor import InboxCursor, plan_inbox
+from idem_platform_tests.pipelines.scooters.fixtures import (  # noqa: F401 (fixtures)
     GOOD_ROWS,
     csv_bytes,
     failure_message,

@@ -1,6 +1,6 @@
 """Fixtures and helpers for the scooter-trips tests: a real PostgreSQL warehouse, an inbox, materialize helpers.
 
-Test modules import the fixtures they use (`from idem_platform_tests.scooter_fixtures import scooter_db, ...`).
+Test modules import the fixtures they use (`from idem_platform_tests.pipelines.scooters.fixtures import scooter_db, ...`).
 The bad-input suite shares one database per module (`scooter_db`) and gives every test a day of its own, so a
 test's "previously published partition" is its own day and no test sees another's rows.
 """
@@ -18,11 +18,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from idem_platform.assets.scooters import scooter_daily_summary, scooter_trips, scooter_trips_rejected
-from idem_platform.resources import PostgresResource, warehouse_schema
-from idem_platform.scooter_inbox import ScooterInboxResource, inbox_dir, trips_dir
-from idem_platform.scooter_simulator import HEADER, render_csv, simulate_rows, write_inbox_file
-from idem_platform.sensors import scooter_inbox_job, scooter_inbox_sensor
+from idem_platform.pipelines.scooters.assets import scooter_daily_summary, scooter_trips, scooter_trips_rejected
+from idem_platform import settings
+from idem_platform.resources import PostgresResource
+from idem_platform.pipelines.scooters.inbox import ScooterInboxResource, inbox_dir, trips_dir
+from idem_platform.pipelines.scooters.simulator import HEADER, render_csv, simulate_rows, write_inbox_file
+from idem_platform.pipelines.scooters.sensor import scooter_inbox_job, scooter_inbox_sensor
 from idem_platform.storage import ledger
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
@@ -172,7 +173,7 @@ def scooter_definitions(resources: dict | None = None) -> dg.Definitions:
         postgres = PostgresResource(dsn=dg.EnvVar("IDEM_PG_DSN"))
         resources = {
             "postgres": postgres,
-            "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema=warehouse_schema()),
+            "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema=settings.current().pg_schema),
             "scooter_inbox": ScooterInboxResource(root=inbox_dir(), settle_seconds=0),
         }
     return dg.Definitions(

@@ -34,8 +34,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from .partitions import daily_partitions
-from .scooter_inbox import (
+from idem_platform import settings
+
+from .inbox import (
+    TRIP_DAYS,
     INBOX_SUBDIR,
     InboxNameError,
     ScooterInboxResource,
@@ -52,12 +54,11 @@ MANIFEST_TAG = "idem/inbox_manifest"
 FILES_TAG = "idem/inbox_files"
 CHANGE_TAG = "idem/inbox_change"
 HISTORY_PER_DAY = 20
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("IDEM_INBOX_SENSOR_INTERVAL", "30"))
+
 
 scooter_inbox_job = dg.define_asset_job(
     "scooter_inbox_job",
     selection=dg.AssetSelection.groups(SCOOTER_GROUP),
-    partitions_def=daily_partitions,
     description="Quarantine, clean and summarize one day of scooter trips from the inbox (started by the inbox sensor).",
 )
 
@@ -217,7 +218,7 @@ def plan_inbox(
 
 @dg.sensor(
     job=scooter_inbox_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    minimum_interval_seconds=settings.current().inbox_sensor_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs a day of scooter_inbox_job when the inbox files of that day change (run key: the day's file names and "
@@ -225,7 +226,7 @@ def plan_inbox(
     ),
 )
 def scooter_inbox_sensor(context: dg.SensorEvaluationContext, scooter_inbox: ScooterInboxResource):
-    plan = plan_inbox(scooter_inbox.root, InboxCursor.load(context.cursor), settle_seconds=scooter_inbox.settle_seconds)
+    plan = plan_inbox(scooter_inbox.inbox_root(), InboxCursor.load(context.cursor), settle_seconds=scooter_inbox.settle_seconds)
     for report in plan.reports:
         context.log.warning(report.message)
     for request in plan.requests:
@@ -237,7 +238,7 @@ def scooter_inbox_sensor(context: dg.SensorEvaluationContext, scooter_inbox: Sco
         )
     waiting = f"; {len(plan.settling)} file(s) settling" if plan.settling else ""
     return dg.SensorResult(
-        skip_reason=f"no new or changed inbox files ({plan.watched} file(s) in {trips_dir(scooter_inbox.root)}{waiting})",
+        skip_reason=f"no new or changed inbox files ({plan.watched} file(s) in {scooter_inbox.trips_dir()}{waiting})",
         cursor=plan.cursor.dump(),
         asset_events=events,
     )

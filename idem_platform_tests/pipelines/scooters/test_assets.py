@@ -3,10 +3,10 @@
 import dagster as dg
 import pytest
 
-from idem_platform.assets import scooters
-from idem_platform.assets.scooters import scooter_daily_summary, scooter_trips, scooter_trips_rejected
-from idem_platform.scooter_inbox import DECLARED_RULES
-from idem_platform_tests.scooter_fixtures import (  # noqa: F401 (fixtures)
+from idem_platform.pipelines.scooters import assets as scooters
+from idem_platform.pipelines.scooters.assets import scooter_daily_summary, scooter_trips, scooter_trips_rejected
+from idem_platform.pipelines.scooters.inbox import DECLARED_RULES
+from idem_platform_tests.pipelines.scooters.fixtures import (  # noqa: F401 (fixtures)
     SCOOTER_ASSETS,
     ScooterWarehouse,
     csv_bytes,

@@ -8,8 +8,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from idem_platform import late_data, partitions, source_311
-from idem_platform.assets.service_requests import (
+from idem_platform import partitions
+from idem_platform.pipelines.service_requests import late_data
+from idem_platform.pipelines.service_requests import source as source_311
+from idem_platform.pipelines.service_requests.assets import (
     service_requests,
     service_requests_daily_summary,
     split_location,
@@ -130,7 +132,7 @@ def test_late_data_sensor_requests_exactly_the_changed_days_once(pg_dsn, resourc
 
 
 def test_rematerializing_a_day_leaves_warehouse_index_and_summary_identical(resources, postgres, es):
-    from idem_platform.assets.service_requests import service_requests_search
+    from idem_platform.pipelines.service_requests.assets import service_requests_search
     from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
 
     with_search = {**resources, "search_io": ElasticsearchPartitionIOManager(postgres=postgres, es=es, replicas=0)}
@@ -160,7 +162,7 @@ def test_daily_schedule_requests_yesterdays_partition():
 
 
 def test_verify_is_identical_after_a_normal_run_and_differs_after_late_data(resources, postgres, es, pg_dsn):
-    from idem_platform.assets.service_requests import service_requests_search
+    from idem_platform.pipelines.service_requests.assets import service_requests_search
     from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
     from idem_platform.verification import verify_partitions
 

@@ -51,7 +51,7 @@ DECL = TableDeclaration.build(
 )
 def test_valid_range_is_the_first_and_last_enumerated_key(now):
     with partition_loading_context(effective_dt=now):
-        keys = partitions.daily_partitions.get_partition_keys()
+        keys = partitions.daily_partitions().get_partition_keys()
         assert partitions.valid_range() == (keys[0], keys[-1])
     assert keys[-1] == (now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()  # yesterday UTC
 
@@ -63,14 +63,14 @@ def test_end_offset_0_definition_last_key_is_yesterday_utc():
     assert definition.get_last_partition_key() == definition.get_partition_keys()[-1] == yesterday
     assert definition.get_first_partition_key() == definition.get_partition_keys()[0] == "2023-06-01"
     first, last = partitions.valid_range()
-    assert (first, last) == (partitions.daily_partitions.get_partition_keys()[0], partitions.daily_partitions.get_partition_keys()[-1])
+    assert (first, last) == (partitions.daily_partitions().get_partition_keys()[0], partitions.daily_partitions().get_partition_keys()[-1])
     assert last == yesterday
 
 
 def test_no_partition_yet_is_a_named_error():
-    before_start = dt.datetime.fromisoformat(partitions.START_DATE).replace(tzinfo=dt.timezone.utc) - dt.timedelta(days=3)
+    before_start = dt.datetime.fromisoformat(partitions.settings.current().partitions_start).replace(tzinfo=dt.timezone.utc) - dt.timedelta(days=3)
     with partition_loading_context(effective_dt=before_start):
-        assert partitions.daily_partitions.get_partition_keys() == []
+        assert partitions.daily_partitions().get_partition_keys() == []
         with pytest.raises(InvalidPartitionKey, match="no partition exists yet"):
             partitions.valid_range()
         assert partitions.validate_partition_keys([]) == []

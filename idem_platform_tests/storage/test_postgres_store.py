@@ -5,7 +5,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from idem_platform.assets.people import people, raw_people
+from idem_platform.pipelines.people import people, raw_people
 from idem_platform.declare import idem_asset
 from idem_platform.storage import ledger
 from idem_platform.storage.audit import AuditError

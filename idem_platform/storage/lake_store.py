@@ -37,7 +37,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LakeFileSink(PartitionSink):
+class LakeSink(PartitionSink):
     name = "lake"
 
     def __init__(self, lake: LakeResource):
@@ -104,10 +104,10 @@ class LakeFileSink(PartitionSink):
         return target.decl.coerce(frame, what=f"lake files of {target.asset!r}")
 
 
-class FilePartitionIOManager(PartitionIOManager):
+class LakePartitionIOManager(PartitionIOManager):
     """Daily partitions of an asset as Parquet files under the lake root (IDEM_LAKE_DIR)."""
 
     lake: LakeResource
 
-    def sink(self) -> LakeFileSink:
-        return LakeFileSink(self.lake)
+    def sink(self) -> LakeSink:
+        return LakeSink(self.lake)

@@ -11,10 +11,9 @@ fingerprint) actually changed.
 import dagster as dg
 import pandas as pd
 
-from .. import source_311
-from ..automation import follows_upstream_content
-from ..declare import idem_asset
-from ..resources import PostgresResource
+from idem_platform import PostgresResource, follows_upstream_content, idem_asset
+
+from . import source
 
 REQUEST_COLUMNS = {
     "request_id": "int",
@@ -61,14 +60,11 @@ def clean_requests(rows: list[dict], day: str) -> pd.DataFrame:
     description="311 requests created each UTC day, extracted by window from the source system, typed, "
     "coordinates split and validated.",
 )
-def service_requests(context: dg.AssetExecutionContext, source_db: PostgresResource) -> pd.DataFrame:
-    frames = []
+def service_requests(context: dg.AssetExecutionContext, source_db: PostgresResource, day: str) -> pd.DataFrame:
     with source_db.connect() as conn:
-        for day in context.partition_keys:
-            rows = source_311.read_window(conn, day)
-            context.log.info(f"service_requests {day}: {len(rows)} requests in the source window")
-            frames.append(clean_requests(rows, day))
-    return pd.concat(frames, ignore_index=True)
+        rows = source.read_window(conn, day)
+    context.log.info(f"service_requests {day}: {len(rows)} requests in the source window")
+    return clean_requests(rows, day)
 
 
 @idem_asset(

@@ -1,4 +1,4 @@
-"""FilePartitionIOManager: one Parquet file per (asset, day), replaced atomically, read back identical."""
+"""LakePartitionIOManager: one Parquet file per (asset, day), replaced atomically, read back identical."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import pandas.testing as pdt
 import pytest
 
 from idem_platform.storage.audit import AuditRules
-from idem_platform.storage.file_store import LakeFileSink
+from idem_platform.storage.lake_store import LakeSink
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget, load_partitions, publish_partitions
 from idem_platform.storage.schema import TableDeclaration
@@ -32,7 +32,7 @@ def things(day=DAY, rows=5, tag="a"):
 
 
 def test_round_trip_gives_the_same_frame_and_dtypes(postgres, lake):
-    sink = LakeFileSink(lake)
+    sink = LakeSink(lake)
     frame = things()
     [entry] = publish_partitions(sink, postgres, TARGET, [DAY], frame, "run-1")
     back = load_partitions(sink, postgres, TARGET, [DAY])
@@ -42,7 +42,7 @@ def test_round_trip_gives_the_same_frame_and_dtypes(postgres, lake):
 
 
 def test_rerun_replaces_the_file_and_an_empty_day_is_an_empty_file(postgres, lake):
-    sink = LakeFileSink(lake)
+    sink = LakeSink(lake)
     publish_partitions(sink, postgres, TARGET, [DAY], things(tag="a"), "run-1")
     publish_partitions(sink, postgres, TARGET, [DAY], things(tag="b", rows=3), "run-2")
     assert load_partitions(sink, postgres, TARGET, [DAY])["id"].tolist() == ["b0", "b1", "b2"]
@@ -52,16 +52,16 @@ def test_rerun_replaces_the_file_and_an_empty_day_is_an_empty_file(postgres, lak
 
 
 def test_crashed_write_leaves_the_old_file_and_the_next_write_removes_its_temp(postgres, lake, pg_dsn):
-    sink = LakeFileSink(lake)
+    sink = LakeSink(lake)
     publish_partitions(sink, postgres, TARGET, [DAY], things(tag="old"), "run-1")
     script = textwrap.dedent(f"""
         import os
         from idem_platform.resources import LakeResource, PostgresResource
-        from idem_platform.storage.file_store import LakeFileSink
+        from idem_platform.storage.lake_store import LakeSink
         from idem_platform.storage.partition_store import publish_partitions
-        from idem_platform_tests.test_file_store import TARGET, things
+        from idem_platform_tests.storage.test_lake_store import TARGET, things
 
-        class Dies(LakeFileSink):
+        class Dies(LakeSink):
             def verify_staged(self, *a):
                 os._exit(137)  # killed after staging, before publish
 
@@ -78,4 +78,4 @@ def test_crashed_write_leaves_the_old_file_and_the_next_write_removes_its_temp(p
 
 def test_missing_day_is_an_error_naming_asset_and_day(postgres, lake):
     with pytest.raises(Exception, match="asset 'things' has no published partition 2026-01-07"):
-        load_partitions(LakeFileSink(lake), postgres, TARGET, ["2026-01-07"])
+        load_partitions(LakeSink(lake), postgres, TARGET, ["2026-01-07"])

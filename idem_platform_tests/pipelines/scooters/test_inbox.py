@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from idem_platform.scooter_inbox import (
+from idem_platform.pipelines.scooters.inbox import (
     DECLARED_RULES,
     MAX_REJECTED_SHARE,
     InboxFileError,
@@ -19,8 +19,8 @@ from idem_platform.scooter_inbox import (
     read_inbox_day,
     trips_dir,
 )
-from idem_platform.scooter_simulator import HEADER, main as simulate_main, render_csv, simulate_day, simulate_rows, write_inbox_file
-from idem_platform.assets.scooters import scooter_trips
+from idem_platform.pipelines.scooters.simulator import HEADER, main as simulate_main, render_csv, simulate_day, simulate_rows, write_inbox_file
+from idem_platform.pipelines.scooters.assets import scooter_trips
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget
 

@@ -6,13 +6,13 @@ import sys
 
 import pandas as pd
 
-from idem_platform.assets.people import RAW_PEOPLE_COLUMNS, clean_people, generate_people
+from idem_platform.pipelines.people import RAW_PEOPLE_COLUMNS, clean_people, generate_people
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.schema import TableDeclaration
 
 RAW = TableDeclaration.build(RAW_PEOPLE_COLUMNS, key=["person_id"])
 SCRIPT = (
-    "from idem_platform.assets.people import generate_people, RAW_PEOPLE_COLUMNS;"
+    "from idem_platform.pipelines.people import generate_people, RAW_PEOPLE_COLUMNS;"
     "from idem_platform.storage.schema import TableDeclaration;"
     "from idem_platform.storage.fingerprint import fingerprint;"
     "d = TableDeclaration.build(RAW_PEOPLE_COLUMNS, key=['person_id']);"

@@ -30,9 +30,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import partitions
-from .scooter_inbox import inbox_dir, trips_dir
-from .seeding import partition_seed
+import idem_platform as partitions
+from idem_platform import partition_seed
+
+from .inbox import TRIP_DAYS, inbox_dir, trips_dir
 
 # The export's header, as found: the textbook's columns plus coordinates, in mixed case.
 HEADER = (
@@ -159,7 +160,7 @@ def simulate_day(
     root: str | os.PathLike, day: str, trips: int = 500, *, parts: int = 1, bad_share: float = 0.02
 ) -> list[Path]:
     """Write the export files of `day` (`<day>.csv`, or `<day>__part1.csv`.. when parts > 1)."""
-    partitions.parse_partition_key(day)
+    partitions.parse_partition_key(day, partitions_def=TRIP_DAYS)
     names = [None] if parts <= 1 else [f"part{n}" for n in range(1, parts + 1)]
     per_part = max(1, trips // len(names))
     return [
@@ -172,11 +173,11 @@ def simulate_day(
 
 def _days(args: argparse.Namespace) -> list[str]:
     if args.day:
-        partitions.parse_partition_key(args.day)
+        partitions.parse_partition_key(args.day, partitions_def=TRIP_DAYS)
         return [args.day]
     if args.range:
-        first, _, last = args.range.partition("...")
-        return partitions.days_between(first, last)
+        first, last = partitions.parse_range(args.range)
+        return partitions.days_between(first, last, TRIP_DAYS)
     return partitions.last_n_days(args.days)
 
 

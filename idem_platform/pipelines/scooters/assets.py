@@ -28,11 +28,13 @@ built from one version of the day's files.
 import dagster as dg
 import pandas as pd
 
-from ..declare import idem_asset
-from ..scooter_inbox import (
+from idem_platform import idem_asset
+
+from .inbox import (
     DECLARED_RULES,
     REJECTED_COLUMNS,
     TRIP_COLUMNS,
+    TRIP_DAYS,
     InboxDay,
     InboxFileError,
     ScooterInboxResource,
@@ -52,7 +54,7 @@ SUMMARY_COLUMNS = {
 
 
 def _read(context: dg.AssetExecutionContext, inbox: ScooterInboxResource) -> dict[str, InboxDay]:
-    days = read_inbox_days(inbox.root, context.partition_keys, max_rejected_share=inbox.max_rejected_share)
+    days = read_inbox_days(inbox.inbox_root(), context.partition_keys, max_rejected_share=inbox.max_rejected_share)
     for day, read in days.items():
         context.log.info(
             f"inbox day {day}: {len(read.valid)} valid rows, {len(read.rejected)} rejected, from "
@@ -114,6 +116,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 @idem_asset(
+    partitions_def=TRIP_DAYS,
     columns=REJECTED_COLUMNS,
     key=["source_file", "source_line"],
     io_manager_key="warehouse_io",
@@ -132,6 +135,7 @@ def scooter_trips_rejected(context: dg.AssetExecutionContext, scooter_inbox: Sco
 
 
 @idem_asset(
+    partitions_def=TRIP_DAYS,
     columns=TRIP_COLUMNS,
     key=["trip_id"],
     io_manager_key="warehouse_io",
@@ -173,6 +177,7 @@ def summarize_trips(trips: pd.DataFrame, rejected: pd.DataFrame, days: list[str]
 
 
 @idem_asset(
+    partitions_def=TRIP_DAYS,
     columns=SUMMARY_COLUMNS,
     key=["trip_day"],
     io_manager_key="warehouse_io",

@@ -11,43 +11,34 @@ failed day is retried by the next source change, the daily schedule, or by hand.
 """
 
 import datetime as dt
-import os
 
 import dagster as dg
-from psycopg import sql
 
-from . import partitions, source_311
-from .resources import META_SCHEMA, PostgresResource, warehouse_schema
-from .storage import ledger
+from idem_platform import PostgresResource, published_partitions, settings
+
+from . import source
+from .assets import service_requests
 
 ASSET = "service_requests"
-LOOKBACK_DAYS = int(os.environ.get("IDEM_LATE_DATA_LOOKBACK_DAYS", "60"))
-INTERVAL_SECONDS = int(os.environ.get("IDEM_LATE_DATA_INTERVAL_SECONDS", "30"))
 
 
 def last_published(postgres: PostgresResource, asset: str, days: list[str]) -> dict[str, dt.datetime]:
-    with postgres.connect() as conn:
-        if not ledger.ledger_exists(conn):
-            return {}
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT partition, max(published_at) FROM {} WHERE asset = %s AND sink = 'postgres' "
-                "AND store = %s AND partition = ANY(%s) GROUP BY 1"
-            ).format(sql.Identifier(META_SCHEMA, "ledger")),
-            (asset, f"{warehouse_schema()}.{asset}", days),
-        ).fetchall()
-    return dict(rows)
+    return {day: entry.published_at for day, entry in published_partitions(postgres, asset, days, "postgres").items()}
 
 
 def days_to_refresh(source_db: PostgresResource, postgres: PostgresResource, today: dt.date | None = None) -> dict[str, dt.datetime]:
     """{day: source's last updated_at} for every day whose source changed after its last publish."""
-    first_valid, last_valid = partitions.valid_range()
+    partitions_def = service_requests.partitions_def
+    first_valid, last_valid = partitions_def.get_first_partition_key(), partitions_def.get_last_partition_key()
+    if first_valid is None:
+        return {}
+    lookback = settings.current().late_data_lookback_days
     last = min(dt.date.fromisoformat(last_valid), (today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1))
-    first = max(dt.date.fromisoformat(first_valid), last - dt.timedelta(days=LOOKBACK_DAYS - 1))
+    first = max(dt.date.fromisoformat(first_valid), last - dt.timedelta(days=lookback - 1))
     if last < first:
         return {}
     with source_db.connect() as conn:
-        source_updates = source_311.latest_updates(conn, first.isoformat(), last.isoformat())
+        source_updates = source.latest_updates(conn, first.isoformat(), last.isoformat())
     published = last_published(postgres, ASSET, sorted(source_updates))
     return {
         day: updated
@@ -59,7 +50,7 @@ def days_to_refresh(source_db: PostgresResource, postgres: PostgresResource, tod
 @dg.sensor(
     name="service_requests_late_data",
     asset_selection=[ASSET],
-    minimum_interval_seconds=INTERVAL_SECONDS,
+    minimum_interval_seconds=settings.current().late_data_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a service_requests partition whenever its source rows changed after its last publish.",
 )

@@ -58,10 +58,10 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .partitions import InvalidPartitionKey, parse_partition_key, valid_range
-from .resources import state_dir
+from idem_platform import InvalidPartitionKey, daily_partitions, parse_partition_key, settings, valid_range
 
-INBOX_DIR_ENV = "IDEM_INBOX_DIR"
+# The days of every scooter asset and of the inbox job (defaults from settings: IDEM_PARTITIONS_START, UTC).
+TRIP_DAYS = daily_partitions()
 INBOX_SUBDIR = "scooter_trips"
 MAX_REJECTED_SHARE = 0.10
 MAX_RAW_ROW_CHARS = 10_000
@@ -168,18 +168,21 @@ class InboxFileError(InboxError):
 
 def inbox_dir() -> str:
     """`IDEM_INBOX_DIR`, or `<state dir>/inbox`."""
-    return os.environ.get(INBOX_DIR_ENV) or str(state_dir() / "inbox")
+    return settings.current().inbox_dir
 
 
 class ScooterInboxResource(dg.ConfigurableResource):
     """The inbox the scooter assets and the inbox sensor read (`<root>/scooter_trips/<day>[__<part>].csv`)."""
 
-    root: str
+    root: str = ""  # empty: IDEM_INBOX_DIR, else <state dir>/inbox (read when used)
     max_rejected_share: float = MAX_REJECTED_SHARE
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
 
+    def inbox_root(self) -> str:
+        return self.root or inbox_dir()
+
     def trips_dir(self) -> Path:
-        return trips_dir(self.root)
+        return trips_dir(self.inbox_root())
 
 
 def trips_dir(root: str | os.PathLike) -> Path:
@@ -213,9 +216,9 @@ def parse_inbox_name(name: str) -> InboxName:
         )
     day = match["day"]
     try:
-        parse_partition_key(day)
+        parse_partition_key(day, partitions_def=TRIP_DAYS)
     except InvalidPartitionKey:
-        first, last = valid_range()
+        first, last = valid_range(TRIP_DAYS)
         try:
             dt.date.fromisoformat(day)
         except ValueError:
@@ -649,7 +652,7 @@ def read_inbox_day(
     inbox_root: str | os.PathLike, day: str, *, max_rejected_share: float = MAX_REJECTED_SHARE
 ) -> InboxDay:
     """Read, clean and validate every inbox file of `day` (see the module docstring)."""
-    parse_partition_key(day)
+    parse_partition_key(day, partitions_def=TRIP_DAYS)
     paths = day_files(inbox_root, day)
     if not paths:
         raise InboxFileError(

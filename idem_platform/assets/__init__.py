@@ -1,1 +1,0 @@
-"""One module per pipeline; each exports its assets."""

@@ -1,0 +1,73 @@
+"""`idem_definitions`: a whole code location from a list of `@idem_asset`s, wired the way the platform expects.
+
+    defs = idem_definitions(assets=[orders, orders_search], schedules=[...], sensors=[...])
+
+returns a `dg.Definitions` with:
+
+- the platform's IO managers and resources, found from settings when they are used (not when the code location
+  loads): `warehouse_io` (PostgreSQL tables), `lake_io` (Parquet files), `search_io` (Elasticsearch indices),
+  `postgres` (the server that holds the ledger and the partition locks). Resources you pass are added, and
+  replace the platform's of the same key;
+- the generated asset checks of every `@idem_asset` (`unique_key`, `fingerprint_matches_ledger`,
+  `row_count_matches_upstream`), plus the checks you pass;
+- `verify_job` (recompute without publishing and compare, from the UI), plus your jobs;
+- the in-process executor (a day partition is small and a subprocess per step costs seconds; pass
+  `executor=` to scale out, e.g. dagster-celery's);
+- everything else you pass (schedules, sensors, ...) as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+
+from .checks import checks_for
+from .resources import LakeResource, PostgresResource
+from .storage.elasticsearch_store import ElasticsearchPartitionIOManager
+from .storage.lake_store import LakePartitionIOManager
+from .storage.postgres_store import PostgresPartitionIOManager
+from .storage.search_client import ElasticsearchResource
+from .verification import verify_job
+
+WAREHOUSE_IO = "warehouse_io"
+LAKE_IO = "lake_io"
+SEARCH_IO = "search_io"
+POSTGRES = "postgres"
+
+
+def platform_resources() -> dict[str, Any]:
+    """The platform's resources, each finding its server from settings when used."""
+    postgres = PostgresResource()
+    return {
+        POSTGRES: postgres,
+        WAREHOUSE_IO: PostgresPartitionIOManager(postgres=postgres),
+        LAKE_IO: LakePartitionIOManager(postgres=postgres, lake=LakeResource()),
+        SEARCH_IO: ElasticsearchPartitionIOManager(postgres=postgres, es=ElasticsearchResource()),
+    }
+
+
+def idem_definitions(
+    *,
+    assets: Iterable[dg.AssetsDefinition | dg.SourceAsset | dg.AssetSpec] = (),
+    asset_checks: Iterable[dg.AssetChecksDefinition] = (),
+    jobs: Iterable[Any] = (),
+    schedules: Iterable[Any] = (),
+    sensors: Iterable[Any] = (),
+    resources: Mapping[str, Any] | None = None,
+    executor: Any = None,
+    **definitions_kwargs,
+) -> dg.Definitions:
+    """A `dg.Definitions` with the platform's resources, generated checks, `verify_job` and executor."""
+    assets = list(assets)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=[*checks_for(assets), *asset_checks],
+        jobs=[*jobs, verify_job],
+        schedules=list(schedules),
+        sensors=list(sensors),
+        resources={**platform_resources(), **(resources or {})},
+        executor=executor or dg.in_process_executor,
+        **definitions_kwargs,
+    )
