@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from idem_platform_tests.reliability.harness import StoreSpec
 from idem_platform_tests.reliability.scorecard import SCORECARD, Scorecard, format_scorecard
+from idem_platform_tests.reliability.stores import StoreSpec
 from idem_platform_tests.search_server import delete_asset_indices, external_search_url
 
 from idem_platform.services import DAGSTER_YAML, dagster_cli

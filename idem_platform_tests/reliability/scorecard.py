@@ -62,7 +62,7 @@ class Scenario:
     note: str = ""  # e.g. the error a faulted run failed with
 
     def add_reader(self, summary: dict, store: str | None = None) -> None:
-        """Fold a reader's summary (see harness.Reader) into the scenario; `store`: only that store's samples."""
+        """Fold a reader's summary (see readers.Reader) into the scenario; `store`: only that store's samples."""
         if store is not None:
             mine = summary.get("by_store", {}).get(store, {})
             examples = [e for e in summary["examples"] if f" {store}" in e]

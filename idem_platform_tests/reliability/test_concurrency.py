@@ -24,21 +24,18 @@ import uuid
 import pytest
 
 from idem_platform_tests.cli_runs import materialize_command, start
-from idem_platform_tests.reliability.harness import (
+from idem_platform_tests.reliability.content import digests_for, state
+from idem_platform_tests.reliability.processes import forkserver
+from idem_platform_tests.reliability.readers import Expectation, Reader
+from idem_platform_tests.reliability.scorecard import full_matrix
+from idem_platform_tests.reliability.stores import (
     STORES,
-    Expectation,
-    Reader,
     StoreSpec,
-    WriteSpec,
-    digests_for,
-    forkserver,
     latest_ledger,
     ledger_chain_breaks,
-    start_writer,
-    state,
     visible,
 )
-from idem_platform_tests.reliability.scorecard import full_matrix
+from idem_platform_tests.reliability.writers import WriteSpec, start_writer
 
 WINDOW = ["2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05", "2026-02-06"]
 CLI_ROWS = 200  # IDEM_PEOPLE_PER_DAY of the CLI runs

@@ -27,21 +27,11 @@ import uuid
 import pytest
 
 from idem_platform.storage.faults import EXIT_CODE, POINTS
-from idem_platform_tests.reliability.harness import (
-    STORES,
-    Expectation,
-    Reader,
-    WriteSpec,
-    digests_for,
-    latest_ledger,
-    ledger_chain_breaks,
-    publish,
-    run_writer,
-    state,
-    visible,
-    wait_for,
-)
+from idem_platform_tests.reliability.content import digests_for, state
+from idem_platform_tests.reliability.readers import Expectation, Reader
 from idem_platform_tests.reliability.scorecard import full_matrix
+from idem_platform_tests.reliability.stores import STORES, latest_ledger, ledger_chain_breaks, visible
+from idem_platform_tests.reliability.writers import WriteSpec, publish, run_writer, wait_for
 
 DAYS = ["2026-01-05", "2026-01-06", "2026-01-07"]
 OLD_ROWS, NEW_ROWS = 120, 80  # 50-row COPY / bulk chunks: mid_stage dies after the first of several

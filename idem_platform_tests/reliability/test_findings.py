@@ -13,8 +13,8 @@ import threading
 import time
 import uuid
 
-from idem_platform_tests.reliability.harness import publish
 from idem_platform_tests.reliability.scorecard import full_matrix
+from idem_platform_tests.reliability.writers import publish
 
 DAY = "2026-03-02"
 

@@ -15,7 +15,9 @@ import psycopg
 from psycopg import sql
 
 from idem_platform.storage.schema import PARTITION_COLUMN
-from idem_platform_tests.reliability.harness import Expectation, Judge, frame_for, poll_once, publish, state
+from idem_platform_tests.reliability.content import frame_for, state
+from idem_platform_tests.reliability.readers import Expectation, Judge, poll_once
+from idem_platform_tests.reliability.writers import publish
 
 DAY = "2026-04-01"
 ACCEPTED = Expectation({DAY: [state("old", 30), state("new", 20)]})

@@ -40,7 +40,7 @@ from idem_platform.storage.partition_store import AssetTarget, load_partitions, 
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 from idem_platform.storage.schema import PARTITION_COLUMN, TableDeclaration
 from idem_platform_tests.cli_runs import run
-from idem_platform_tests.reliability.harness import NOTES
+from idem_platform_tests.reliability.content import NOTES
 from idem_platform_tests.reliability.test_concurrency import cli_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

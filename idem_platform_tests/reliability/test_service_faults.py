@@ -29,20 +29,11 @@ from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOMa
 from idem_platform.storage.lake_store import LakePartitionIOManager
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 from idem_platform_tests.cli_runs import run
-from idem_platform_tests.reliability.harness import (
-    Expectation,
-    Reader,
-    StoreSpec,
-    TcpProxy,
-    dagster_asset,
-    digests_for,
-    failure_message,
-    latest_ledger,
-    ledger_chain_breaks,
-    materialize,
-    state,
-    visible,
-)
+from idem_platform_tests.reliability.content import digests_for, state
+from idem_platform_tests.reliability.dagster_runs import dagster_asset, failure_message, materialize
+from idem_platform_tests.reliability.readers import Expectation, Reader
+from idem_platform_tests.reliability.stores import StoreSpec, latest_ledger, ledger_chain_breaks, visible
+from idem_platform_tests.reliability.tcp_proxy import TcpProxy
 from idem_platform_tests.reliability.test_concurrency import cli_command
 
 DAY = "2026-01-12"

@@ -1,0 +1,189 @@
+"""The stores under test, and the end state a write leaves in them.
+
+`StoreSpec` names one store of one scenario (its own PostgreSQL schema, lake root or index prefix, and a unique asset
+name) in a picklable form, so writer and reader processes can rebuild it. It builds the platform's own sink
+(`PostgresTableSink`, `LakeSink`, `ElasticsearchIndexSink`), a reader probe (probes.py), and the leftover check
+(staging relations, temp files, orphan indices, open transactions, held locks). `visible`, `latest_ledger` and
+`ledger_chain_breaks` read the end state back: what each day publishes, and what the ledger says of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from idem_platform.resources import LakeResource, PostgresResource
+from idem_platform.storage import ledger, postgres_store
+from idem_platform.storage.audit import AuditRules
+from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
+from idem_platform.storage.search_client import ElasticsearchResource
+from idem_platform.storage.lake_store import LakeSink
+from idem_platform.storage.fingerprint import PartitionDigest, partition_digests
+from idem_platform.storage.partition_store import AssetTarget, PartitionSink
+from idem_platform.storage.schema import PARTITION_COLUMN, TableDeclaration
+from idem_platform_tests.reliability.content import DECL
+from idem_platform_tests.reliability.probes import LakeProbe, PostgresProbe, Probe, SearchProbe
+
+STORES = ("postgres", "lake", "elasticsearch")
+
+
+def declaration(name: str) -> TableDeclaration:
+    """The declared columns a store spec names: the suite's own, or a platform asset's."""
+    if name == "reliability":
+        return DECL
+    from idem_platform.pipelines import people
+
+    columns = {"people": people.PEOPLE_COLUMNS, "people_search": people.PEOPLE_COLUMNS, "raw_people": people.RAW_PEOPLE_COLUMNS}
+    return TableDeclaration.build(columns[name], ["person_id"])
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One store of one scenario, picklable: writer and reader processes rebuild sinks and probes from it."""
+
+    kind: str  # postgres | lake | elasticsearch
+    dsn: str  # PostgreSQL: ledger and lock (every sink), the table (postgres)
+    asset: str
+    schema: str = "warehouse"  # postgres
+    lake_root: str = ""  # lake
+    es_url: str | None = None  # elasticsearch: None = the environment's IDEM_ES_URL (credentials stay there)
+    key: str = "id"
+    gen_column: str | None = "gen"  # None: every row is of one unnamed generation "*"
+    es_bulk_chunk: int = 50  # small chunks: mid_stage really is mid-bulk
+    pg_copy_chunk: int = 50  # small chunks: mid_stage really is mid-COPY
+    pg_swap_min_rows: int = 100  # days of this many rows are staged and swapped in, smaller ones written in place
+    es_replicas: int = 0
+    declaration: str = "reliability"  # see `declaration()`
+
+    @property
+    def postgres(self) -> PostgresResource:
+        return PostgresResource(dsn=self.dsn)
+
+    def es(self) -> ElasticsearchResource:
+        return ElasticsearchResource(url=self.es_url, plain_json=True) if self.es_url else ElasticsearchResource()
+
+    def target(self) -> AssetTarget:
+        return AssetTarget(self.asset, declaration(self.declaration), AuditRules())
+
+    def sink(self) -> PartitionSink:
+        if self.kind == "postgres":
+            return postgres_store.PostgresTableSink(self.postgres, self.schema, swap_min_rows=self.pg_swap_min_rows)
+        if self.kind == "lake":
+            return LakeSink(LakeResource(root=self.lake_root))
+        if self.kind == "elasticsearch":
+            return ElasticsearchIndexSink(self.es(), replicas=self.es_replicas, bulk_chunk_docs=self.es_bulk_chunk)
+        raise ValueError(self.kind)
+
+    def probe(self) -> Probe:
+        return {"postgres": PostgresProbe, "lake": LakeProbe, "elasticsearch": SearchProbe}[self.kind](self)
+
+    # --- end state ---------------------------------------------------------------------------------------------
+
+    def leftovers(self, days: list[str]) -> list[str]:
+        """Anything a write may leave behind that a clean run does not: must be [] once a write has succeeded."""
+        return {"postgres": _pg_leftovers, "lake": _lake_leftovers, "elasticsearch": _es_leftovers}[self.kind](self, days)
+
+    def ledger(self) -> list[ledger.LedgerEntry]:
+        with self.postgres.connect() as conn:
+            if not ledger.ledger_exists(conn):
+                return []
+            return [e for e in ledger.history(conn, self.asset) if e.sink == self.kind and self.owns(e.location)]
+
+    def owns(self, location: str) -> bool:
+        """Whether a ledger location is this store's (CLI scenarios share assets' names across scenarios)."""
+        if self.kind == "postgres":
+            return location.startswith(f"{self.schema}.")
+        if self.kind == "lake":
+            return location.startswith(self.lake_root)
+        return True
+
+
+def _pg_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
+    found = []
+    with psycopg.connect(spec.dsn, autocommit=True) as conn:
+        rels = conn.execute(
+            """SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s""", (spec.schema,)
+        ).fetchall()
+        # the table, its key, and one published partition (+ key) per day: a staging table (`..._<run>`) is a leftover
+        published = re.compile(rf"{re.escape(spec.asset)}(_p\d{{8}})?(_pkey)?")
+        found += [f"relation {spec.schema}.{name} ({kind})" for name, kind in rels if not published.fullmatch(name)]
+        temp = conn.execute(
+            """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname LIKE 'pg_temp%%' AND c.relkind = 'r'"""
+        ).fetchall()
+        found += [f"temp table {name}" for (name,) in temp]
+        stuck = conn.execute(
+            """SELECT pid, state, left(query, 60) FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"""
+        ).fetchall()
+        found += [f"open transaction {row}" for row in stuck]
+        locks = conn.execute(
+            """SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        ).fetchall()
+        found += [f"advisory lock still held {row}" for row in locks]
+    return found
+
+
+def _lake_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
+    folder = Path(spec.lake_root) / spec.asset
+    names = sorted(os.listdir(folder)) if folder.exists() else []
+    return [f"file {folder / n}" for n in names if n.startswith(".") or not n.endswith(".parquet")]
+
+
+def _es_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
+    sink = spec.sink()
+    target = spec.target()
+    found = []
+    read_alias = sink.read_alias(target)
+    indices = sink.client.indices.get_alias(index=f"{read_alias}-*", expand_wildcards="open,closed").body
+    per_day: dict[str, list[str]] = {}
+    for index, info in indices.items():
+        aliases = set(info.get("aliases", {}))
+        day = next((d for d in days if index.startswith(sink.day_alias(target, d) + "-")), None)
+        if day is None:
+            continue  # a day this check was not asked about
+        if aliases != {sink.day_alias(target, day), read_alias}:
+            found.append(f"index {index} with aliases {sorted(aliases)}")
+        else:
+            per_day.setdefault(day, []).append(index)
+    for day in days:
+        if len(per_day.get(day, [])) > 1:
+            found.append(f"day {day} published in {len(per_day[day])} physical indices: {per_day[day]}")
+    sink.client.close()
+    return found
+
+
+def visible(spec: StoreSpec, days: list[str]) -> dict[str, PartitionDigest]:
+    """What the store publishes for each day, read back through the sink and fingerprinted."""
+    sink = spec.sink()
+    try:
+        frame = sink.read(spec.target(), days)
+    finally:
+        if isinstance(sink, ElasticsearchIndexSink):
+            sink.client.close()
+    assert not frame.duplicated([PARTITION_COLUMN, spec.key]).any(), f"{spec.kind}: duplicate keys in {days}"
+    return partition_digests(frame, declaration(spec.declaration), days)
+
+
+def latest_ledger(spec: StoreSpec, days: list[str]) -> dict[str, ledger.LedgerEntry]:
+    latest = {}
+    for entry in spec.ledger():
+        if entry.partition in days:
+            latest[entry.partition] = entry
+    return latest
+
+
+def ledger_chain_breaks(entries: list[ledger.LedgerEntry]) -> list[str]:
+    """Serialized writers form a chain per day: each row's previous fingerprint is the row before's fingerprint."""
+    breaks, last = [], {}
+    for e in entries:
+        if e.partition in last and e.previous_fingerprint != last[e.partition]:
+            breaks.append(f"{e.partition} run {e.run_id}: previous {e.previous_fingerprint} != {last[e.partition]}")
+        last[e.partition] = e.fingerprint
+    return breaks
