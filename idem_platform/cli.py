@@ -38,7 +38,7 @@ import dagster as dg
 from . import partitions, settings
 from .locations import DEFAULT_MODULE, Location, LocationError, load_location
 from .partitions import InvalidPartitionKey
-from .resources import PostgresResource, ServiceNotFound, source_postgres
+from .resources import PostgresResource, ServiceNotFound
 from .services import Services, dagster_cli, ensure_services
 from .storage import ledger
 from .verification import idem_asset_keys
@@ -140,8 +140,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Webserver and daemon on the same dagster-postgres instance; Ctrl-C stops them (and embedded services)."""
     from .services import dev_processes
 
-    config = settings.current()
-    host, port = args.host or config.ui_host, args.port or config.ui_port
+    host, port = args.host, args.port
     services = ensure_services()
     _print_services(services)
     print(f"\nDagster UI: http://{host}:{port}  (Ctrl-C stops the webserver and the daemon)", flush=True)
@@ -151,7 +150,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_simulate_311(args: argparse.Namespace) -> int:
     from .pipelines.service_requests import source as source_311
 
-    postgres = source_postgres()
+    postgres = source_311.source_db()
     with postgres.connect() as conn:
         source_311.ensure_source(conn)
         if args.update:
@@ -250,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start or locate services and write DAGSTER_HOME/dagster.yaml").set_defaults(func=cmd_up)
     dev = sub.add_parser("dev", help="start services, dagster-webserver and dagster-daemon on one instance")
-    dev.add_argument("--host", default=None,
+    config = settings.current()
+    dev.add_argument("--host", default=config.ui_host,
                      help="address the UI binds to (default IDEM_UI_HOST or 127.0.0.1; set 0.0.0.0 deliberately)")
-    dev.add_argument("--port", type=int, default=None, help="default IDEM_UI_PORT or 3000")
+    dev.add_argument("--port", type=int, default=config.ui_port, help="default IDEM_UI_PORT or 3000")
     dev.set_defaults(func=cmd_dev)
     run = sub.add_parser("run", help="materialize the main job for the last N days in one run and print a summary")
     run.add_argument("--days", type=int, default=7)
@@ -292,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the dagster subprocesses
     for category in (dg.BetaWarning, dg.PreviewWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (InvalidPartitionKey, LocationError, ServiceNotFound, settings.SettingError, RuntimeError, KeyError) as exc:
         print(f"idem: {exc}", file=sys.stderr)

@@ -187,7 +187,8 @@ def idem_asset(
             digests = partition_digests(frame, decl, days)
             frame.attrs[DIGESTS_ATTR] = digests
             total = combine(list(digests.values()))
-            return dg.Output(frame, data_version=dg.DataVersion(total.fingerprint))
+            with quiet_dagster_warnings():
+                return dg.Output(frame, data_version=dg.DataVersion(total.fingerprint))
 
         # Dagster reads inputs and config from the user's signature (less `day`, which the platform supplies);
         # the output is an Output[DataFrame].

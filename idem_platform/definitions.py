@@ -14,8 +14,8 @@ from idem_platform.pipelines.scooters import assets as scooters
 from idem_platform.pipelines.scooters.inbox import ScooterInboxResource
 from idem_platform.pipelines.scooters.sensor import scooter_inbox_job, scooter_inbox_sensor
 from idem_platform.pipelines.service_requests import assets as service_requests
+from idem_platform.pipelines.service_requests import source as service_requests_source
 from idem_platform.pipelines.service_requests.late_data import late_data_sensor
-from idem_platform.resources import source_postgres
 
 people_job = dg.define_asset_job(
     "people_job",
@@ -62,7 +62,7 @@ defs = idem_definitions(
         ),
     ],
     resources={
-        "source_db": source_postgres(),
+        "source_db": service_requests_source.source_db(),
         "scooter_inbox": ScooterInboxResource(),
     },
 )

@@ -79,10 +79,3 @@ class LakeResource(dg.ConfigurableResource):
         path = self.resolved_root() / asset
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def source_postgres() -> PostgresResource:
-    """The 311 example's source system: `IDEM_SOURCE_DSN` (as an EnvVar), else the platform's own server."""
-    if settings.current().source_dsn:
-        return PostgresResource(dsn=dg.EnvVar("IDEM_SOURCE_DSN"), application_name="idem_platform_source")
-    return PostgresResource(application_name="idem_platform_source")

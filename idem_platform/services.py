@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import settings
+from .storage.search_client import search_answers
 
 PG_DSN_ENV = "IDEM_PG_DSN"
 ES_URL_ENV = "IDEM_ES_URL"
@@ -131,16 +132,6 @@ def migrate_instance(env: dict[str, str]) -> None:
     subprocess.run([dagster_cli(), "instance", "migrate"], env=env, check=True, capture_output=True, text=True)
 
 
-def _search_answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def start_local_search() -> str:
     """Start (or reuse) the in-memory OpenSearch-compatible server from the osmem-server wheel, detached.
 
@@ -151,7 +142,7 @@ def start_local_search() -> str:
     from osmem_server import resolve_binary
 
     url_file = state_dir() / "search.url"
-    if url_file.exists() and _search_answers(url_file.read_text().strip()):
+    if url_file.exists() and search_answers(url_file.read_text().strip()):
         return url_file.read_text().strip()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -164,7 +155,7 @@ def start_local_search() -> str:
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
-        if _search_answers(url):
+        if search_answers(url):
             break
         if proc.poll() is not None:
             raise RuntimeError(f"the local search server exited ({proc.returncode}); see {state_dir() / 'search.log'}")

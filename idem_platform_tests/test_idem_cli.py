@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
 import signal
 import time
 import urllib.request
@@ -61,6 +64,18 @@ def test_idem_up_starts_embedded_postgres_when_no_server_is_configured(tmp_path)
         assert "postgres_url" in yaml and "IDEM_PG_DSN" in yaml
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]  # instance migrated
+        # Another shell, elsewhere, with only what `idem up` printed, finds the same services.
+        [export] = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("export ")]
+        exported = dict(shlex.split(part)[0].split("=", 1) for part in shlex.split(export[len("export "):]))
+        assert set(exported) == {"IDEM_STATE_DIR", "IDEM_PG_DSN", "IDEM_ES_URL", "DAGSTER_HOME"}
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        other_shell = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **exported}
+        probe = ("from idem_platform import ElasticsearchResource, PostgresResource\n"
+                 "print(ElasticsearchResource().client().info()['version']['number'])\n"
+                 "with PostgresResource().connect() as c: print(c.execute('SELECT 1').fetchone()[0])")
+        found = subprocess.run([sys.executable, "-c", probe], env=other_shell, cwd=elsewhere, capture_output=True, text=True)
+        assert found.returncode == 0 and found.stdout.split()[-1] == "1", found.stderr[-2000:]
     finally:
         search_pid = tmp_path / "state" / "search.pid"
         if search_pid.exists():

@@ -110,7 +110,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
 
 
 
-def _answers(url: str) -> bool:
+def search_answers(url: str) -> bool:
+    """Whether a search server answers at `url` (2 s at most)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
@@ -124,7 +125,7 @@ def cluster_url() -> str:
     if current.es_url:
         return current.es_url
     local = current.local_search_url()
-    if local and _answers(local):
+    if local and search_answers(local):
         return local
     where = f"the local server recorded in {current.search_url_file} does not answer at {local}" if local else (
         f"no local search server was started under {current.state_dir}")

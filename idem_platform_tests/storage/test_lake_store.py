@@ -9,6 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
+from idem_platform.storage import ledger
 from idem_platform.storage.audit import AuditRules
 from idem_platform.storage.lake_store import LakeSink
 from idem_platform.storage.fingerprint import fingerprint
@@ -79,3 +80,20 @@ def test_crashed_write_leaves_the_old_file_and_the_next_write_removes_its_temp(p
 def test_missing_day_is_an_error_naming_asset_and_day(postgres, lake):
     with pytest.raises(Exception, match="asset 'things' has no published partition 2026-01-07"):
         load_partitions(LakeSink(lake), postgres, TARGET, ["2026-01-07"])
+
+
+def test_a_rerun_that_repairs_an_edited_file_is_recorded_changed(postgres, lake):
+    """`changed` is about what the sink held, not only what the ledger said: an out-of-band edit repaired by the
+    rerun is a change; the rerun after it is not."""
+    sink = LakeSink(lake)
+    [first] = publish_partitions(sink, postgres, TARGET, [DAY], things(), "run-1")
+    edited = things()
+    edited.loc[0, "n"] = 999
+    edited.to_parquet(sink.path(TARGET, DAY), index=False)  # behind the pipeline's back
+    [repair] = publish_partitions(sink, postgres, TARGET, [DAY], things(), "run-2")
+    assert repair.fingerprint == first.fingerprint == repair.previous_fingerprint
+    assert repair.changed is True
+    [again] = publish_partitions(sink, postgres, TARGET, [DAY], things(), "run-3")
+    assert again.changed is False
+    with postgres.connect() as conn:
+        assert [e.changed for e in ledger.history(conn, asset="things")] == [True, True, False]

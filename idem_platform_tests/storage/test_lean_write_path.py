@@ -98,8 +98,8 @@ def test_validate_partition_keys_computes_the_range_once(monkeypatch):
     with pytest.raises(InvalidPartitionKey) as err:
         partitions.validate_partition_keys([*days, "2999-01-01"])
     assert str(err.value) == (
-        f"partition key '2999-01-01' is outside the partitions definition; valid partitions are {first} .. {last}"
-        " (set IDEM_PARTITIONS_START to move the first day)"
+        f"partition key '2999-01-01' is outside its partitions; valid partitions are {first} .. {last}"
+        " (move them with @idem_asset(start=..., end=...) or IDEM_PARTITIONS_START)"
     )
     # the explicit range parameter and the default agree
     assert partitions.parse_partition_key("2025-06-01", real()) == partitions.parse_partition_key("2025-06-01")

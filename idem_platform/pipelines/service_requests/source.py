@@ -23,7 +23,9 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.rows import dict_row
 
-from idem_platform import partition_seed, partition_window
+import dagster as dg
+
+from idem_platform import PostgresResource, partition_seed, partition_window, settings
 
 SCHEMA = "source"
 CATEGORIES = ("Pothole", "Streetlight Out", "Graffiti", "Abandoned Vehicle", "Noise", "Tree Trim", "Rodent", "Water Leak")
@@ -162,3 +164,10 @@ def latest_updates(conn: psycopg.Connection, first_day: str, last_day: str) -> d
             return {}  # no source system here yet (`idem simulate-311` creates it)
         cur.execute(f"SELECT day::text, latest_update FROM {SCHEMA}.latest_update_by_day(%s, %s)", (start, end))
         return dict(cur.fetchall())
+
+
+def source_db() -> PostgresResource:
+    """The source system: `IDEM_SOURCE_DSN` (as an EnvVar: the UI shows its name only), else the platform's server."""
+    if settings.current().source_dsn:
+        return PostgresResource(dsn=dg.EnvVar("IDEM_SOURCE_DSN"), application_name="idem_platform_source")
+    return PostgresResource(application_name="idem_platform_source")
