@@ -397,7 +397,7 @@ def test_file_for_a_day_outside_the_partition_range(warehouse, day):
         warehouse.write(name, csv_bytes(rows))
         with pytest.raises(InboxNameError, match="rule 'day within the partitions' failed: day .* is outside the partitions"):
             parse_inbox_name(name)
-    with pytest.raises(InvalidPartitionKey, match="outside the partitions definition"):
+    with pytest.raises(InvalidPartitionKey, match="outside its partitions"):
         read_inbox_day(warehouse.inbox, "2019-06-01")
     plan = plan_inbox(warehouse.inbox, InboxCursor(), settle_seconds=0)
     assert [r.day for r in plan.requests] == [day]  # only the test's own, in-range day

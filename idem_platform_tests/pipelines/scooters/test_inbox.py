@@ -138,4 +138,4 @@ def test_simulate_scooters_command(tmp_path, capsys):
     assert out.count("sha256") == 3
     assert sorted(p.name for p in trips_dir(tmp_path).iterdir()) == ["2026-01-01.csv", "2026-01-02.csv", "2026-01-03.csv"]
     assert simulate_main(["--day", "1999-01-01", "--inbox", str(tmp_path)]) == 2
-    assert "outside the partitions definition" in capsys.readouterr().err
+    assert "outside its partitions" in capsys.readouterr().err
