@@ -30,16 +30,9 @@ import pandas as pd
 
 from idem_platform import idem_asset
 
-from .inbox import (
-    DECLARED_RULES,
-    REJECTED_COLUMNS,
-    TRIP_COLUMNS,
-    TRIP_DAYS,
-    InboxDay,
-    InboxFileError,
-    ScooterInboxResource,
-    read_inbox_days,
-)
+from .inbox import TRIP_DAYS, InboxFileError, ScooterInboxResource
+from .reading import REJECTED_COLUMNS, TRIP_COLUMNS, InboxDay, read_inbox_days
+from .validation import DECLARED_RULES
 
 GROUP = "scooters"
 

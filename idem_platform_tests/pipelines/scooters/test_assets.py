@@ -5,7 +5,7 @@ import pytest
 
 from idem_platform.pipelines.scooters import assets as scooters
 from idem_platform.pipelines.scooters.assets import scooter_daily_summary, scooter_trips, scooter_trips_rejected
-from idem_platform.pipelines.scooters.inbox import DECLARED_RULES
+from idem_platform.pipelines.scooters.validation import DECLARED_RULES
 from idem_platform_tests.pipelines.scooters.fixtures import (  # noqa: F401 (fixtures)
     SCOOTER_ASSETS,
     ScooterWarehouse,

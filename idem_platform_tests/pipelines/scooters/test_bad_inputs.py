@@ -20,9 +20,10 @@ import os
 
 import pytest
 
-from idem_platform.pipelines.scooters import inbox as scooter_inbox
+from idem_platform.pipelines.scooters import reading as scooter_reading
 from idem_platform.partitions import InvalidPartitionKey, valid_range
-from idem_platform.pipelines.scooters.inbox import InboxNameError, parse_inbox_name, read_inbox_day
+from idem_platform.pipelines.scooters.inbox import InboxNameError, parse_inbox_name
+from idem_platform.pipelines.scooters.reading import read_inbox_day
 from idem_platform.pipelines.scooters.simulator import HEADER
 from idem_platform.pipelines.scooters.sensor import InboxCursor, plan_inbox
 from idem_platform_tests.pipelines.scooters.fixtures import (  # noqa: F401 (fixtures)
@@ -177,7 +178,7 @@ def test_file_replaced_while_being_read(warehouse, day, monkeypatch):
     day, rows, before = day
     name = f"{day}.csv"
     replacement = csv_bytes(rows + [dict(extra_rows(day, 1)[0], END_LAT="95")])
-    original = scooter_inbox._read_file
+    original = scooter_reading._read_file
 
     def read_then_replace(path, read_day):
         read = original(path, read_day)
@@ -187,14 +188,14 @@ def test_file_replaced_while_being_read(warehouse, day, monkeypatch):
         return read
 
     replaced: list = []
-    monkeypatch.setattr(scooter_inbox, "_read_file", read_then_replace)
+    monkeypatch.setattr(scooter_reading, "_read_file", read_then_replace)
     result = warehouse.materialize(day)
     assert replaced and not result.success
     message = failure_message(result)
     assert f"inbox file '{name}' for day {day}: rule 'files unchanged while being read' failed" in message
     assert "replaced or rewritten while the day was being read" in message
     assert warehouse.snapshot(day) == before
-    monkeypatch.setattr(scooter_inbox, "_read_file", original)
+    monkeypatch.setattr(scooter_reading, "_read_file", original)
 
     # the replacement is what the next run (the sensor requests one for the new content) publishes, reproducibly
     assert_quarantined(warehouse, day, before, [(name, FIRST_EXTRA_LINE, ["end_lat between -90 and 90"])])

@@ -7,18 +7,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from idem_platform.pipelines.scooters.cleaning import canonical_column, parse_duration_seconds
 from idem_platform.pipelines.scooters.inbox import (
-    DECLARED_RULES,
     MAX_REJECTED_SHARE,
     InboxFileError,
-    canonical_column,
     day_files,
     inbox_dir,
-    parse_duration_seconds,
     parse_inbox_name,
-    read_inbox_day,
     trips_dir,
 )
+from idem_platform.pipelines.scooters.reading import read_inbox_day
+from idem_platform.pipelines.scooters.validation import DECLARED_RULES
 from idem_platform.pipelines.scooters.simulator import HEADER, main as simulate_main, render_csv, simulate_day, simulate_rows, write_inbox_file
 from idem_platform.pipelines.scooters.assets import scooter_trips
 from idem_platform.storage.fingerprint import fingerprint
