@@ -42,13 +42,9 @@ defs = idem_definitions(
     ],
     jobs=[people_job, service_requests_job, scooter_inbox_job],
     schedules=[
-        # yesterday's partition, every day (running from the start: the README presents them as the daily runs)
-        dg.build_schedule_from_partitioned_job(
-            people_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
-        ),
-        dg.build_schedule_from_partitioned_job(
-            service_requests_job, hour_of_day=2, default_status=dg.DefaultScheduleStatus.RUNNING
-        ),
+        # yesterday's partition, every day (off until switched on in the UI)
+        dg.build_schedule_from_partitioned_job(people_job, hour_of_day=1),
+        dg.build_schedule_from_partitioned_job(service_requests_job, hour_of_day=2),
     ],
     sensors=[
         scooter_inbox_sensor,
