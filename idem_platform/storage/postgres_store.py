@@ -260,14 +260,18 @@ class PostgresTableSink(PartitionSink):
                 return staged
             rows = _day_rows(frame, days)
             count = lambda day: len(frame) if rows[day] is None else len(rows[day])  # noqa: E731
-            staged.in_place = [d for d in days if count(d) < self.swap_min_rows]
+            # One way per transaction: in place takes locks on the parent from the stage on, while a swap must
+            # hold none until its publish asks for the exclusive one; a transaction doing both could deadlock
+            # with another doing both. So a batch with any large day swaps all its days.
+            swap_all = any(count(d) >= self.swap_min_rows for d in days)
+            staged.in_place = [] if swap_all else list(days)
             if staged.in_place:
                 self._ensure_day_partitions(cur, target, staged.in_place, run_id)
                 self._delete_days(cur, target, staged.in_place)
                 small = _rows_of(frame, [rows[d] for d in staged.in_place])
                 if len(small):
                     copy_frame(cur, copy_into(self.table(target)), small, target.asset)
-            for day in (d for d in days if count(d) >= self.swap_min_rows):
+            for day in (d for d in days if swap_all):
                 stage = self.stage_name(target, day, run_id)
                 self._create_day_table(cur, target, day, stage)
                 day_frame = frame if rows[day] is None else frame.take(rows[day])
@@ -347,7 +351,23 @@ class PostgresTableSink(PartitionSink):
         )
 
     def _create_day_table(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(sql.Identifier(self.schema, name), self.table(target)))
+        """A table shaped like the asset's, made from the catalog: `CREATE TABLE ... (LIKE parent)` would hold a
+        lock on the parent until COMMIT, and two writers of different days holding it while both wait for the
+        swap's exclusive lock deadlock. Reading pg_attribute locks nothing."""
+        cur.execute(
+            """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+               WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+            (self.table(target).as_string(cur),),
+        )
+        columns = [
+            sql.SQL("{} {}{}{}").format(
+                sql.Identifier(col), sql.SQL(type_), sql.SQL(" NOT NULL" if not_null else ""),
+                sql.SQL(f" DEFAULT {default}") if default else sql.SQL(""),
+            )
+            for col, type_, not_null, default in cur.fetchall()
+        ]
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(self.schema, name), sql.SQL(", ").join(columns)))
 
     def _add_day_constraints(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         """The key (built in one sort over the loaded rows) and the bound that lets ATTACH skip its scan."""
@@ -384,6 +404,17 @@ class PostgresTableSink(PartitionSink):
 
     def _swap_day(self, cur: psycopg.Cursor, target: AssetTarget, day: str, stage: str) -> None:
         published = self.day_partition(target, day)
+        cur.execute(
+            """SELECT c.oid IS NOT NULL, i.inhparent IS NOT NULL FROM (SELECT to_regclass(%s) AS oid) c
+               LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = to_regclass(%s)""",
+            (sql.Identifier(self.schema, published).as_string(cur), self.table(target).as_string(cur)),
+        )
+        exists, ours = cur.fetchone()
+        if exists and not ours:  # a table of the same name that is not this asset's day: never drop it
+            raise SchemaError(
+                f"asset {target.asset!r}, partition {day}: {self.schema}.{published} exists and is not a partition "
+                f"of {self.schema}.{target.asset} (another asset's table?); nothing was published or dropped"
+            )
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.schema, published)))
         self._attach(cur, target, day, stage)
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(self.schema, stage), sql.Identifier(published)))
