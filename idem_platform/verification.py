@@ -4,7 +4,7 @@ Three fingerprints per partition:
 
 - **recomputed**: the asset recomputed through its own code path (upstream loaded by the real IO managers, the
   output coerced, fingerprinted and audited by the same `idem_asset`/`PartitionIOManager` code) but NOT
-  published: the target's IO manager runs in `dry_run` mode;
+  published: the run carries the capture tag, which turns every platform IO manager into a dry run;
 - **published**: the ledger's last fingerprint for the partition;
 - **in sink**: the partition read back from its sink right now, fingerprinted.
 
@@ -164,8 +164,8 @@ def recompute(location: Location, asset: str, days: Sequence[str], run_config: d
     key = dg.AssetKey.from_user_string(asset)
     io_key = assets_def.get_io_manager_key_for_asset_key(key)
     resources = location_resources(location)
-    real = resources[io_key]
-    resources[io_key] = type(real)(**{**{name: getattr(real, name) for name in type(real).model_fields}, "dry_run": True})
+    if io_key not in resources:
+        raise KeyError(f"asset {asset!r} writes through IO manager {io_key!r}, which this code location does not define")
     token = uuid.uuid4().hex
     tags = {dry_run.CAPTURE_TAG: token}
     partition = days[0] if len(days) == 1 else None
@@ -175,8 +175,9 @@ def recompute(location: Location, asset: str, days: Sequence[str], run_config: d
     dg.materialize(
         location_assets(location),
         selection=dg.AssetSelection.assets(key).without_checks(),
-        partition_key=partition, tags=tags, resources=resources, run_config=run_config,
-        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=partition, tags=tags, run_config=run_config, instance=dg.DagsterInstance.ephemeral(),
+        # A repository's assets carry their resources already (binding them again is a conflict).
+        resources=None if isinstance(location, dg.RepositoryDefinition) else resources,
     )
     return dry_run.take(token)
 

@@ -121,8 +121,8 @@ def test_own_code_location_end_to_end(user_project, user_env):
 
     # verify_job verifies the assets of the code location that loads it (the UI's range syntax accepted too).
     config = {"ops": {"verify_partitions_op": {"config": {"asset": "carrier_delays", "partition_range": "[2013-01-04...2013-01-06]"}}}}
-    done = _cli([str(BIN / "dagster"), "job", "execute", "-m", MODULE, "-j", "verify_job", "--config-json",
-                 json.dumps(config)], env, cwd)
+    (cwd / "verify.yaml").write_text(json.dumps(config))  # JSON is YAML
+    done = _cli([str(BIN / "dagster"), "job", "execute", "-m", MODULE, "-j", "verify_job", "-c", "verify.yaml"], env, cwd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "carrier_delays 2013-01-05: identical" in done.stdout + done.stderr
 

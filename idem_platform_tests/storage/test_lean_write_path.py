@@ -79,9 +79,9 @@ def test_no_partition_yet_is_a_named_error():
 def test_validate_partition_keys_computes_the_range_once(monkeypatch):
     real, calls = partitions.valid_range, []
 
-    def counted():
+    def counted(*args):
         calls.append(1)
-        return real()
+        return real(*args)
 
     monkeypatch.setattr(partitions, "valid_range", counted)
     days = partitions.days_between("2025-01-01", "2025-12-31")
