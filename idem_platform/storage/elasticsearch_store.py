@@ -148,8 +148,10 @@ class ElasticsearchIndexSink(PartitionSink):
 
     @staticmethod
     def read_alias(target: AssetTarget) -> str:
-        name = target.asset.lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+        """The asset key, prefix segments joined by `.` (`sales/orders` -> `sales.orders`): no asset name holds a
+        `.`, so distinct keys give distinct indices."""
+        name = ".".join(target.asset.split("/")).lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", name):
             raise ValueError(f"asset {target.asset!r} cannot name an index: it must start with a letter or digit")
         return name
 

@@ -53,11 +53,24 @@ _log = logging.getLogger("idem_platform.storage")
 
 @dataclass(frozen=True)
 class AssetTarget:
-    """What a sink needs to know about the asset it writes."""
+    """What a sink needs to know about the asset it writes.
+
+    `asset` is the asset key as Dagster prints it (`orders`, `sales/orders`): the ledger's and the partition
+    lock's key. Sinks name their containers from `prefix` and `name`, so `sales/orders` and `marketing/orders`
+    never share a table, a lake folder or an index.
+    """
 
     asset: str
     decl: TableDeclaration
     rules: AuditRules
+
+    @property
+    def name(self) -> str:
+        return self.asset.split("/")[-1]
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        return tuple(self.asset.split("/")[:-1])
 
     @classmethod
     def from_metadata(cls, asset: str, metadata: dict[str, Any]) -> AssetTarget:
@@ -334,7 +347,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     def sink(self) -> PartitionSink: ...
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        target = AssetTarget.from_metadata(context.asset_key.path[-1], context.definition_metadata)
+        target = AssetTarget.from_metadata(context.asset_key.to_user_string(), context.definition_metadata)
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError(f"asset {target.asset!r} must be daily-partitioned")
         days = list(context.asset_partition_keys)
@@ -366,5 +379,5 @@ class PartitionIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
-        target = AssetTarget.from_metadata(context.asset_key.path[-1], upstream.definition_metadata)
+        target = AssetTarget.from_metadata(context.asset_key.to_user_string(), upstream.definition_metadata)
         return load_partitions(self.sink(), self.postgres, target, list(context.asset_partition_keys))
