@@ -28,7 +28,8 @@
   through `TableDeclaration.coerce`: the same frame, so the same fingerprint, as the one published.
 
 A day without rows is published as an empty index under the day alias, so its old documents disappear.
-Index and alias names are the asset name lower-cased (Elasticsearch names are lower-case).
+Index and alias names are the asset key lower-cased, prefix segments joined by `.` (`sales/orders` ->
+`sales.orders`; Elasticsearch names are lower-case).
 
 Values travel as JSON by declared type: dates `YYYY-MM-DD`, timestamps UTC ISO with microseconds
 (`2026-01-05T01:02:03.123456Z`), missing values (NA, NaT, NaN) `null`. Infinite floats go as the strings
