@@ -27,7 +27,7 @@ from .verification import published_digests, sink_frame
 
 
 def _target(assets_def: dg.AssetsDefinition) -> AssetTarget:
-    return AssetTarget.from_metadata(assets_def.key.path[-1], assets_def.specs_by_key[assets_def.key].metadata)
+    return AssetTarget.from_metadata(assets_def.key.to_user_string(), assets_def.specs_by_key[assets_def.key].metadata)
 
 
 def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str, per_day: dict) -> dg.AssetCheckResult:

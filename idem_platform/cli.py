@@ -187,7 +187,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.asset and args.asset not in keys:
         raise LocationError(f"no idem asset {args.asset!r} in {location.name} (its assets: {', '.join(keys) or 'none'})")
     assets = [args.asset] if args.asset else keys
-    names = {dg.AssetKey.from_user_string(a).path[-1] for a in assets}  # the ledger keys assets by name
+    names = set(assets)  # the ledger keys assets by their key as Dagster prints it (`sales/orders`)
     postgres = PostgresResource()
     days = _days_arg(args, location, args.asset)
     with postgres.connect() as conn:

@@ -35,6 +35,9 @@ VARIABLES: tuple[Variable, ...] = (
              "days with at least this many rows are staged and swapped in; smaller days are replaced in place"),
     Variable("IDEM_PG_SWAP_LOCK_TIMEOUT_MS", "`500`", "how long one swap attempt waits for readers' locks"),
     Variable("IDEM_PG_SWAP_WAIT_S", "`120`", "how long all swap attempts of a day wait together"),
+    Variable("IDEM_PG_LOCK_WAIT_S", "`60`",
+             "how long a write waits for a table lock another session holds (never for the partition lock of its "
+             "own day, which queues writers of that day); then it fails naming the blocking session"),
     Variable("IDEM_PG_DAYS_PER_TRANSACTION", "`100`",
              "longer ranges are published in several transactions of this many days"),
     Variable("IDEM_STATE_DIR", "nearest `.idem`",
@@ -144,6 +147,7 @@ class Settings:
     pg_swap_lock_timeout_ms: int
     pg_swap_wait_s: float
     pg_days_per_transaction: int
+    pg_lock_wait_s: float
     state_dir: Path
     lake_dir: str
     dagster_home: Path
@@ -188,6 +192,7 @@ def current() -> Settings:
         pg_swap_lock_timeout_ms=_number("IDEM_PG_SWAP_LOCK_TIMEOUT_MS", 500) or 500,
         pg_swap_wait_s=_number("IDEM_PG_SWAP_WAIT_S", 120.0, float),
         pg_days_per_transaction=_number("IDEM_PG_DAYS_PER_TRANSACTION", 100),
+        pg_lock_wait_s=_number("IDEM_PG_LOCK_WAIT_S", 60.0, float),
         state_dir=state,
         lake_dir=raw("IDEM_LAKE_DIR") or str(state / "lake"),
         dagster_home=Path(raw("DAGSTER_HOME") or state / "dagster_home").absolute(),

@@ -191,7 +191,7 @@ def verify_partitions(
     assets_def = find_asset(location, asset)
     key = dg.AssetKey.from_user_string(asset)
     io_manager = _resolved_io_manager(location, assets_def.get_io_manager_key_for_asset_key(key))
-    target = AssetTarget.from_metadata(key.path[-1], assets_def.specs_by_key[key].metadata)
+    target = AssetTarget.from_metadata(key.to_user_string(), assets_def.specs_by_key[key].metadata)
 
     fresh = target.decl.coerce(recompute(location, asset, days, run_config))
     progress(f"idem verify: recomputed {len(fresh)} rows; reading {len(days)} day(s) from the {io_manager.sink().name} sink")

@@ -28,7 +28,8 @@
   through `TableDeclaration.coerce`: the same frame, so the same fingerprint, as the one published.
 
 A day without rows is published as an empty index under the day alias, so its old documents disappear.
-Index and alias names are the asset name lower-cased (Elasticsearch names are lower-case).
+Index and alias names are the asset key lower-cased, prefix segments joined by `.` (`sales/orders` ->
+`sales.orders`; Elasticsearch names are lower-case).
 
 Values travel as JSON by declared type: dates `YYYY-MM-DD`, timestamps UTC ISO with microseconds
 (`2026-01-05T01:02:03.123456Z`), missing values (NA, NaT, NaN) `null`. Infinite floats go as the strings
@@ -148,8 +149,10 @@ class ElasticsearchIndexSink(PartitionSink):
 
     @staticmethod
     def read_alias(target: AssetTarget) -> str:
-        name = target.asset.lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+        """The asset key, prefix segments joined by `.` (`sales/orders` -> `sales.orders`): no asset name holds a
+        `.`, so distinct keys give distinct indices."""
+        name = ".".join(target.asset.split("/")).lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", name):
             raise ValueError(f"asset {target.asset!r} cannot name an index: it must start with a letter or digit")
         return name
 

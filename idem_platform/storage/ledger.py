@@ -48,10 +48,33 @@ class LedgerEntry:
             object.__setattr__(self, "changed", self.previous_fingerprint != self.fingerprint)
 
 
+# The ledger's schema version, kept as the table's comment: reading it (pg_description) locks nothing, so a
+# write of any asset checks it without touching the table's locks. Bump it with every migration step below.
+LEDGER_VERSION = "idem ledger v2"
+
+def _version(conn: psycopg.Connection) -> str | None:
+    return conn.execute(
+        "SELECT obj_description(to_regclass(%s), 'pg_class')", (f"{META_SCHEMA}.ledger",)
+    ).fetchone()[0]
+
+
 def ensure_ledger(conn: psycopg.Connection) -> None:
-    """Create the ledger once; concurrent first writers are serialized by a lock on the DDL itself."""
+    """Create or migrate the ledger once; when it is at LEDGER_VERSION, take no lock at all.
+
+    Every write calls this. DDL such as `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes ACCESS EXCLUSIVE even
+    when there is nothing to do, which queued every write behind any open reader of the ledger (a BI tool idle in
+    a transaction) and every reader behind it. So the version is read from the catalog first, and the migration
+    (serialized by an advisory lock) runs only on a ledger older than this code.
+    """
+    if _version(conn) != LEDGER_VERSION:
+        _migrate(conn)
+
+
+def _migrate(conn: psycopg.Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('idem:ddl:ledger', 0))")
+        if _version(conn) == LEDGER_VERSION:  # another process migrated it while this one waited
+            return
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
         cur.execute(
             sql.SQL(
@@ -70,7 +93,7 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
                 )"""
             ).format(LEDGER)
         )
-        # `store` tells deployments sharing one ledger apart (two warehouse schemas, two lake roots).
+        # v2: `store` tells deployments sharing one ledger apart (two warehouse schemas, two lake roots).
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS store text NOT NULL DEFAULT ''").format(LEDGER))
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_partition")))
         cur.execute(
@@ -78,6 +101,7 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
                 "CREATE INDEX IF NOT EXISTS ledger_asset_store_partition ON {} (asset, sink, store, partition, id)"
             ).format(LEDGER)
         )
+        cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(LEDGER, sql.Literal(LEDGER_VERSION)))
 
 
 def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -> None:

@@ -31,6 +31,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 
+from .. import settings
 from ..partitions import validate_partition_keys
 from ..resources import PostgresResource
 from . import ledger
@@ -52,11 +53,24 @@ _log = logging.getLogger("idem_platform.storage")
 
 @dataclass(frozen=True)
 class AssetTarget:
-    """What a sink needs to know about the asset it writes."""
+    """What a sink needs to know about the asset it writes.
+
+    `asset` is the asset key as Dagster prints it (`orders`, `sales/orders`): the ledger's and the partition
+    lock's key. Sinks name their containers from `prefix` and `name`, so `sales/orders` and `marketing/orders`
+    never share a table, a lake folder or an index.
+    """
 
     asset: str
     decl: TableDeclaration
     rules: AuditRules
+
+    @property
+    def name(self) -> str:
+        return self.asset.split("/")[-1]
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        return tuple(self.asset.split("/")[:-1])
 
     @classmethod
     def from_metadata(cls, asset: str, metadata: dict[str, Any]) -> AssetTarget:
@@ -146,6 +160,7 @@ def publish_partitions(
 
     batch = sink.max_days_per_transaction or len(days) or 1
     batches = [days[i : i + batch] for i in range(0, len(days), batch)] or [days]
+    wait_s = settings.current().pg_lock_wait_s
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-audit") as pool:
         if sink.audit_during_stage:
             checked = pool.submit(digest_and_audit).result
@@ -155,7 +170,9 @@ def publish_partitions(
         entries: list[ledger.LedgerEntry] = []
         for part in batches:
             rows = frame if len(batches) == 1 else _rows_of_days(frame, part)
-            entries += _publish_batch(sink, postgres, target, part, rows, run_id, log, checked)
+            entries += _retried(
+                lambda: _publish_batch(sink, postgres, target, part, rows, run_id, log, checked, wait_s), target, part, log
+            )
     changed = sum(e.changed for e in entries)
     log.info(
         f"{target.asset}: published {_span(days)} to {sink.name} "
@@ -168,7 +185,48 @@ def _rows_of_days(frame: pd.DataFrame, days: Sequence[str]) -> pd.DataFrame:
     return frame[frame[PARTITION_COLUMN].isin(pd.to_datetime(list(days)))].reset_index(drop=True)
 
 
-def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) -> list[ledger.LedgerEntry]:
+TRANSIENT_ATTEMPTS = 3
+
+
+class LockWaitTimeout(RuntimeError):
+    """A write waited longer than IDEM_PG_LOCK_WAIT_S for a lock another session holds; nothing was published."""
+
+
+def _retried(write, target: AssetTarget, days: Sequence[str], log) -> list[ledger.LedgerEntry]:
+    """Run one transaction's write again after a deadlock or serialization failure (the rollback discarded its
+    stage, so a retry is a clean rerun); after TRANSIENT_ATTEMPTS the error names asset and partitions."""
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            return write()
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            if attempt == TRANSIENT_ATTEMPTS:
+                raise RuntimeError(
+                    f"asset {target.asset!r}, partition {_span(days)}: {type(exc).__name__} in {TRANSIENT_ATTEMPTS} "
+                    f"attempts ({str(exc).splitlines()[0]}); nothing was published, rerun the partition"
+                ) from exc
+            log.warning(f"{target.asset}: {type(exc).__name__} writing {_span(days)}, retrying ({attempt})")
+    raise AssertionError("unreachable")
+
+
+def _blockers(postgres: PostgresResource, waited_s: float) -> str:
+    """The sessions that hold relation locks in this database inside transactions older than the wait: the
+    likely blockers (read from a fresh session: the failed transaction can no longer query)."""
+    with postgres.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            """SELECT DISTINCT a.pid, a.state, a.application_name, left(a.query, 120), a.xact_start
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE l.granted AND l.locktype = 'relation' AND a.pid <> pg_backend_pid()
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND a.xact_start < now() - make_interval(secs => %s)
+               ORDER BY a.xact_start LIMIT 5""",
+            (waited_s,),
+        ).fetchall()
+    described = [f"pid {pid} ({state}, {app or 'no application_name'}, in a transaction since {start:%H:%M:%S}): {query!r}"
+                 for pid, state, app, query, start in rows]
+    return "; ".join(described) or "a session that has ended since"
+
+
+def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s) -> list[ledger.LedgerEntry]:
     """lock -> stage -> (audit passed?) -> verify -> publish -> ledger -> COMMIT, for one transaction's days."""
     with postgres.connect() as conn:
         ledger.ensure_ledger(conn)
@@ -176,36 +234,52 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked) ->
         conn.commit()
         log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
         ledger.lock_partitions(conn, target.asset, days)
-        store = sink.store(target)
-        previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days, store)
-        fault_point(sink.name, "before_stage", target.asset)
+        # Any other lock (a table another session holds) is waited for at most wait_s, then named.
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}ms",))
         try:
-            staged = sink.stage(conn, target, days, frame, run_id)
-        except BaseException:
-            checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
-            raise
-        try:
-            digests = checked()  # an AuditError raised by the audit thread discards the stage
-            changed = changed_days(sink, target, days, digests, previous)
-            fault_point(sink.name, "after_stage", target.asset)
-            sink.verify_staged(conn, target, staged, digests)
-            fault_point(sink.name, "after_audit", target.asset)
-            sink.publish(conn, target, staged)
-        except BaseException:
-            sink.discard(target, staged)
-            raise
-        fault_point(sink.name, "after_publish", target.asset)
-        entries = [
-            ledger.LedgerEntry(
-                asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
-                run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
-                previous_fingerprint=previous.get(day), store=store, changed=day in changed,
-            )
-            for day in days
-        ]
-        ledger.record(conn, entries)
-        fault_point(sink.name, "after_ledger", target.asset)
+            entries = _write_locked(sink, conn, target, days, frame, run_id, checked)
+        except psycopg.errors.LockNotAvailable:
+            conn.rollback()
+            raise LockWaitTimeout(
+                f"asset {target.asset!r}, partition {_span(days)}: waited more than {wait_s:g} s "
+                f"(IDEM_PG_LOCK_WAIT_S) for a lock in {sink.name}; blocking: {_blockers(postgres, wait_s)}; "
+                "nothing was published, rerun the partition once that session ends"
+            ) from None
     fault_point(sink.name, "after_commit", target.asset)
+    return entries
+
+
+def _write_locked(sink, conn, target, days, frame, run_id, checked) -> list[ledger.LedgerEntry]:
+    """stage -> (audit passed?) -> verify -> publish -> ledger, inside the transaction that holds the lock."""
+    store = sink.store(target)
+    previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days, store)
+    fault_point(sink.name, "before_stage", target.asset)
+    try:
+        staged = sink.stage(conn, target, days, frame, run_id)
+    except BaseException:
+        checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
+        raise
+    try:
+        digests = checked()  # an AuditError raised by the audit thread discards the stage
+        changed = changed_days(sink, target, days, digests, previous)
+        fault_point(sink.name, "after_stage", target.asset)
+        sink.verify_staged(conn, target, staged, digests)
+        fault_point(sink.name, "after_audit", target.asset)
+        sink.publish(conn, target, staged)
+    except BaseException:
+        sink.discard(target, staged)
+        raise
+    fault_point(sink.name, "after_publish", target.asset)
+    entries = [
+        ledger.LedgerEntry(
+            asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
+            run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
+            previous_fingerprint=previous.get(day), store=store, changed=day in changed,
+        )
+        for day in days
+    ]
+    ledger.record(conn, entries)
+    fault_point(sink.name, "after_ledger", target.asset)
     return entries
 
 
@@ -273,7 +347,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     def sink(self) -> PartitionSink: ...
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        target = AssetTarget.from_metadata(context.asset_key.path[-1], context.definition_metadata)
+        target = AssetTarget.from_metadata(context.asset_key.to_user_string(), context.definition_metadata)
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError(f"asset {target.asset!r} must be daily-partitioned")
         days = list(context.asset_partition_keys)
@@ -305,5 +379,5 @@ class PartitionIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
-        target = AssetTarget.from_metadata(context.asset_key.path[-1], upstream.definition_metadata)
+        target = AssetTarget.from_metadata(context.asset_key.to_user_string(), upstream.definition_metadata)
         return load_partitions(self.sink(), self.postgres, target, list(context.asset_partition_keys))

@@ -46,7 +46,7 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from .. import settings
-from ..resources import PostgresResource
+from ..resources import META_SCHEMA, PostgresResource
 from .faults import fault_point
 from .fingerprint import PartitionDigest
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
@@ -172,14 +172,25 @@ class PostgresTableSink(PartitionSink):
 
     # -- names -------------------------------------------------------------------------------------------
 
+    def schema_of(self, target: AssetTarget) -> str:
+        """The sink's schema, or the asset key's prefix (`sales/orders` -> schema `sales`), as Dagster's database
+        IO managers do: assets with the same name under different prefixes get different tables."""
+        if not target.prefix:
+            return self.schema
+        schema = "_".join(target.prefix)
+        if schema in ("public", "information_schema", META_SCHEMA) or schema.startswith("pg_"):
+            raise SchemaError(f"asset {target.asset!r}: its key prefix names schema {schema!r}, which the platform "
+                              "does not write to (PostgreSQL's own, or the ledger's); choose another prefix")
+        return schema
+
     def table(self, target: AssetTarget) -> sql.Identifier:
-        return sql.Identifier(self.schema, target.asset)
+        return sql.Identifier(self.schema_of(target), target.name)
 
     def location(self, target: AssetTarget, day: str) -> str:
         return f"{self.store(target)}?{PARTITION_COLUMN}={day}"
 
     def store(self, target: AssetTarget) -> str:
-        return f"{self.schema}.{target.asset}"
+        return f"{self.schema_of(target)}.{target.name}"
 
     @staticmethod
     def _base(asset: str) -> str:
@@ -192,7 +203,7 @@ class PostgresTableSink(PartitionSink):
 
     def day_partition(self, target: AssetTarget, day: str) -> str:
         """The published table of a day: one fixed name per day, found without listing the partitions."""
-        return f"{self._base(target.asset)}_p{day.replace('-', '')}"
+        return f"{self._base(target.name)}_p{day.replace('-', '')}"
 
     def stage_name(self, target: AssetTarget, day: str, run_id: str) -> str:
         run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
@@ -203,11 +214,11 @@ class PostgresTableSink(PartitionSink):
     def prepare(self, conn: psycopg.Connection, target: AssetTarget) -> None:
         decl = target.decl
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:ddl:{self.schema}.{target.asset}",))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:ddl:{self.store(target)}",))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema_of(target))))
             cur.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                (self.schema, target.asset),
+                (self.schema_of(target), target.name),
             )
             existing = dict(cur.fetchall())
             if not existing:
@@ -235,14 +246,14 @@ class PostgresTableSink(PartitionSink):
                 elif existing[col.name] != expected:
                     raise SchemaError(
                         f"asset {target.asset!r}: column {col.name!r} is {existing[col.name]} in table "
-                        f"{self.schema}.{target.asset} but declared {col.type} ({expected}); migrate the table "
+                        f"{self.store(target)} but declared {col.type} ({expected}); migrate the table "
                         "or declare a new column: types are never changed implicitly"
                     )
 
     def partitioned(self, conn: psycopg.Connection, target: AssetTarget) -> bool:
         row = conn.execute(
             "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
-            (sql.Identifier(self.schema, target.asset).as_string(conn),),
+            (self.table(target).as_string(conn),),
         ).fetchone()
         return row is not None and row[0] == "p"
 
@@ -260,18 +271,22 @@ class PostgresTableSink(PartitionSink):
                 return staged
             rows = _day_rows(frame, days)
             count = lambda day: len(frame) if rows[day] is None else len(rows[day])  # noqa: E731
-            staged.in_place = [d for d in days if count(d) < self.swap_min_rows]
+            # One way per transaction: in place takes locks on the parent from the stage on, while a swap must
+            # hold none until its publish asks for the exclusive one; a transaction doing both could deadlock
+            # with another doing both. So a batch with any large day swaps all its days.
+            swap_all = any(count(d) >= self.swap_min_rows for d in days)
+            staged.in_place = [] if swap_all else list(days)
             if staged.in_place:
                 self._ensure_day_partitions(cur, target, staged.in_place, run_id)
                 self._delete_days(cur, target, staged.in_place)
                 small = _rows_of(frame, [rows[d] for d in staged.in_place])
                 if len(small):
                     copy_frame(cur, copy_into(self.table(target)), small, target.asset)
-            for day in (d for d in days if count(d) >= self.swap_min_rows):
+            for day in (d for d in days if swap_all):
                 stage = self.stage_name(target, day, run_id)
                 self._create_day_table(cur, target, day, stage)
                 day_frame = frame if rows[day] is None else frame.take(rows[day])
-                copied = copy_frame(cur, copy_into(sql.Identifier(self.schema, stage)), day_frame, target.asset)
+                copied = copy_frame(cur, copy_into(sql.Identifier(self.schema_of(target), stage)), day_frame, target.asset)
                 self._add_day_constraints(cur, target, day, stage)
                 staged.swapped[day] = (stage, copied)
         return staged
@@ -314,7 +329,7 @@ class PostgresTableSink(PartitionSink):
                 if time.monotonic() >= deadline:
                     raise SwapLockTimeout(
                         f"asset {target.asset!r}, partition {', '.join(staged.swapped)}: could not lock table "
-                        f"{self.schema}.{target.asset} to swap the new partition in within {self.swap_wait_s:g} s "
+                        f"{self.store(target)} to swap the new partition in within {self.swap_wait_s:g} s "
                         f"({attempt} attempts of {self.lock_timeout_ms} ms): long-running transactions hold it "
                         f"(see pg_locks / pg_stat_activity); nothing was published, rerun the partition "
                         f"(or raise {SWAP_WAIT_ENV})"
@@ -336,7 +351,7 @@ class PostgresTableSink(PartitionSink):
         with self.postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(query, (list(days),))
             rows = cur.fetchall()
-        return target.decl.coerce(pd.DataFrame.from_records(rows, columns=names), what=f"table {self.schema}.{target.asset}")
+        return target.decl.coerce(pd.DataFrame.from_records(rows, columns=names), what=f"table {self.store(target)}")
 
     # -- statements ----------------------------------------------------------------------------------------
 
@@ -347,13 +362,29 @@ class PostgresTableSink(PartitionSink):
         )
 
     def _create_day_table(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(sql.Identifier(self.schema, name), self.table(target)))
+        """A table shaped like the asset's, made from the catalog: `CREATE TABLE ... (LIKE parent)` would hold a
+        lock on the parent until COMMIT, and two writers of different days holding it while both wait for the
+        swap's exclusive lock deadlock. Reading pg_attribute locks nothing."""
+        cur.execute(
+            """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+               WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+            (self.table(target).as_string(cur),),
+        )
+        columns = [
+            sql.SQL("{} {}{}{}").format(
+                sql.Identifier(col), sql.SQL(type_), sql.SQL(" NOT NULL" if not_null else ""),
+                sql.SQL(f" DEFAULT {default}") if default else sql.SQL(""),
+            )
+            for col, type_, not_null, default in cur.fetchall()
+        ]
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(self.schema_of(target), name), sql.SQL(", ").join(columns)))
 
     def _add_day_constraints(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         """The key (built in one sort over the loaded rows) and the bound that lets ATTACH skip its scan."""
         cur.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}), ADD CONSTRAINT idem_day CHECK ({} = {}::date)").format(
-                sql.Identifier(self.schema, name),
+                sql.Identifier(self.schema_of(target), name),
                 sql.Identifier(f"{name}_pkey"),
                 sql.SQL(", ").join(sql.Identifier(k) for k in target.decl.partition_key),
                 sql.Identifier(PARTITION_COLUMN),
@@ -366,7 +397,7 @@ class PostgresTableSink(PartitionSink):
         wanted = {self.day_partition(target, d): d for d in days}
         cur.execute(
             "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(%s) AND relname = ANY(%s)",
-            (self.schema, list(wanted)),
+            (self.schema_of(target), list(wanted)),
         )
         present = {name for (name,) in cur.fetchall()}
         for name, day in wanted.items():
@@ -378,18 +409,29 @@ class PostgresTableSink(PartitionSink):
     def _attach(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         cur.execute(
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                self.table(target), sql.Identifier(self.schema, name), sql.Literal(day)
+                self.table(target), sql.Identifier(self.schema_of(target), name), sql.Literal(day)
             )
         )
 
     def _swap_day(self, cur: psycopg.Cursor, target: AssetTarget, day: str, stage: str) -> None:
         published = self.day_partition(target, day)
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.schema, published)))
+        cur.execute(
+            """SELECT c.oid IS NOT NULL, i.inhparent IS NOT NULL FROM (SELECT to_regclass(%s) AS oid) c
+               LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = to_regclass(%s)""",
+            (sql.Identifier(self.schema_of(target), published).as_string(cur), self.table(target).as_string(cur)),
+        )
+        exists, ours = cur.fetchone()
+        if exists and not ours:  # a table of the same name that is not this asset's day: never drop it
+            raise SchemaError(
+                f"asset {target.asset!r}, partition {day}: {self.schema_of(target)}.{published} exists and is not a partition "
+                f"of {self.store(target)} (another asset's table?); nothing was published or dropped"
+            )
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.schema_of(target), published)))
         self._attach(cur, target, day, stage)
-        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(self.schema, stage), sql.Identifier(published)))
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(self.schema_of(target), stage), sql.Identifier(published)))
         cur.execute(
             sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(self.schema, f"{stage}_pkey"), sql.Identifier(f"{published}_pkey")
+                sql.Identifier(self.schema_of(target), f"{stage}_pkey"), sql.Identifier(f"{published}_pkey")
             )
         )
 

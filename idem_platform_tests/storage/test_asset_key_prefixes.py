@@ -1,0 +1,54 @@
+"""Names map one to one: `sales/orders` and `marketing/orders` keep their own rows in every sink and the ledger.
+
+The threat: a second team's asset of the same name under another prefix (a valid, common Dagster layout) used to
+share the first one's table, lake folder, index and ledger key, and reading one returned the other's rows."""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from idem_platform import idem_asset
+from idem_platform.storage import ledger
+from idem_platform.storage.elasticsearch_store import ElasticsearchPartitionIOManager
+from idem_platform.storage.partition_store import AssetTarget
+
+DAY = "2026-01-05"
+
+
+def orders_of(team: str, io_manager_key: str, rows: int) -> dg.AssetsDefinition:
+    @idem_asset(name="orders", key_prefix=[team], columns={"id": "int", "team": "string"}, key=["id"],
+                io_manager_key=io_manager_key, start="2026-01-01", end="2026-01-31")
+    def orders(context, day: str) -> pd.DataFrame:
+        return pd.DataFrame({"id": range(rows), "team": team})
+
+    @idem_asset(name="order_count", key_prefix=[team], columns={"n": "int", "teams": "string"}, key=["n"],
+                io_manager_key=io_manager_key, start="2026-01-01", end="2026-01-31",
+                ins={"orders": dg.AssetIn(key=dg.AssetKey([team, "orders"]))})
+    def order_count(context, day: str, orders: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"n": [len(orders)], "teams": [",".join(sorted(set(orders["team"])))]})
+
+    return [orders, order_count]
+
+
+@pytest.mark.parametrize("io_manager_key", ["warehouse_io", "lake_io", "search_io"])
+def test_same_name_under_two_prefixes_keeps_two_assets(store_resources, postgres, es, io_manager_key):
+    resources = {**store_resources, "search_io": ElasticsearchPartitionIOManager(postgres=postgres, es=es)}
+    sales, marketing = orders_of("sales", io_manager_key, 3), orders_of("marketing", io_manager_key, 5)
+    dg.materialize([*sales, *marketing], partition_key=DAY, resources=resources)
+    with postgres.connect() as conn:
+        entries = {(e.asset, e.row_count) for e in ledger.history(conn)}
+    assert entries == {("sales/orders", 3), ("marketing/orders", 5), ("sales/order_count", 1),
+                       ("marketing/order_count", 1)}
+    # Each downstream read its own upstream: 3 sales rows, 5 marketing rows, never the other team's.
+    io_manager = resources[io_manager_key]
+    for team, rows in (("sales", 3), ("marketing", 5)):
+        target = AssetTarget.from_metadata(f"{team}/order_count", sales[1].specs_by_key[sales[1].key].metadata)
+        frame = io_manager.sink().read(target, [DAY])
+        assert frame[["n", "teams"]].to_dict("records") == [{"n": rows, "teams": team}]
+
+
+def test_a_prefix_cannot_name_the_ledger_schema(store_resources):
+    bad = orders_of("idem", "warehouse_io", 1)
+    with pytest.raises(Exception, match="prefix names schema 'idem'"):
+        dg.materialize(bad[:1], partition_key=DAY, resources=store_resources)
+

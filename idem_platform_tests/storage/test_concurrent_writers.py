@@ -1,0 +1,136 @@
+"""Who else touches the same locks: writers of other days and other assets, and readers of the ledger.
+
+The threat (issue 15): every write waited for every other write (ledger DDL on each write), a session idle in a
+transaction after reading the ledger stopped all writes, and writers of different days of one asset deadlocked
+on the swap path. Each test reproduces the situation with real sessions on a real server."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from idem_platform.storage import ledger
+from idem_platform.storage.lake_store import LakeSink
+from idem_platform.storage.partition_store import AssetTarget, LockWaitTimeout, publish_partitions
+from idem_platform.storage.postgres_store import PostgresTableSink
+from idem_platform.storage.schema import SchemaError
+
+from .test_postgres_layout import DECL, SCHEMA, TARGET, frame, table_state, write
+
+DAYS = [f"2026-01-{d:02d}" for d in range(1, 9)]
+
+
+def _in_thread(fn, timeout: float):
+    """Run fn; fail the test (instead of hanging) if it does not finish in time. The thread is a daemon: a
+    write blocked for good is released when the test's sessions close."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"the write was still waiting after {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.fixture
+def idle_ledger_reader(pg_dsn, postgres):
+    write(postgres, {DAYS[0]: 3})  # the ledger exists
+    reader = psycopg.connect(pg_dsn)
+    reader.execute("SELECT count(*) FROM idem.ledger").fetchone()  # ... and the session stays in its transaction
+    yield reader
+    reader.close()
+
+
+@pytest.mark.parametrize("sink_kind", ["postgres", "lake"])
+def test_a_session_idle_after_reading_the_ledger_does_not_stop_writes(idle_ledger_reader, postgres, lake, sink_kind):
+    other = AssetTarget("other_asset", DECL, TARGET.rules)
+    sink = PostgresTableSink(postgres, SCHEMA) if sink_kind == "postgres" else LakeSink(lake)
+    rows = frame({DAYS[1]: 4})
+    [entry] = _in_thread(lambda: publish_partitions(sink, postgres, other, [DAYS[1]], rows, "run-2"), timeout=30)
+    assert entry.row_count == 4
+    assert idle_ledger_reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # still idle inside
+
+
+def test_an_open_writer_of_another_asset_does_not_stop_a_write(pg_dsn, postgres):
+    write(postgres, {DAYS[0]: 3})
+    # What a writer of another asset holds while its write is open: the ledger row inserted, the rows deleted.
+    open_writer = psycopg.connect(pg_dsn)
+    open_writer.execute("INSERT INTO idem.ledger (asset, partition, sink, location, run_id, row_count, fingerprint, "
+                        "changed) VALUES ('elsewhere', %s, 'postgres', '-', 'r', 0, '0', true)", (DAYS[3],))
+    open_writer.execute("DELETE FROM wh.events WHERE partition_date = %s", (DAYS[0],))
+    try:
+        [entry] = _in_thread(lambda: write(postgres, {DAYS[2]: 5}, run_id="run-3"), timeout=30)
+        assert entry.row_count == 5
+    finally:
+        open_writer.rollback()
+        open_writer.close()
+
+
+@pytest.mark.parametrize("swap_min_rows", [1, 50], ids=["all-swap", "mixed"])
+def test_eight_writers_of_eight_days_of_one_asset_never_deadlock(pg_dsn, postgres, swap_min_rows):
+    """Swap path (every day swapped) and a mix (days of 40 rows in place, 60 rows swapped), 6 rounds each."""
+    write(postgres, {day: 10 for day in DAYS}, label="g0")
+    errors: list[BaseException] = []
+    for round_ in range(1, 7):
+        sizes = {day: (60 if (i + round_) % 2 else 40) for i, day in enumerate(DAYS)}
+        barrier = threading.Barrier(len(DAYS))
+
+        def one(day):
+            barrier.wait()
+            try:
+                write(postgres, {day: sizes[day]}, label=f"g{round_}", run_id=f"r{round_}{day[-2:]}",
+                      swap_min_rows=swap_min_rows)
+            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(day,)) for day in DAYS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        assert not errors, errors
+        assert table_state(pg_dsn) == {day: (sizes[day], {f"g{round_}"}) for day in DAYS}
+    with postgres.connect() as conn:
+        assert len(ledger.history(conn, asset="events")) == len(DAYS) * 7
+
+
+def test_a_lock_held_too_long_fails_naming_the_session(pg_dsn, postgres, monkeypatch):
+    write(postgres, {DAYS[0]: 3})
+    monkeypatch.setenv("IDEM_PG_LOCK_WAIT_S", "1")
+    holder = psycopg.connect(pg_dsn, application_name="someones_migration")
+    holder.execute("LOCK TABLE wh.events IN ACCESS EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockWaitTimeout) as err:
+            _in_thread(lambda: write(postgres, {DAYS[0]: 4}, run_id="run-2"), timeout=60)
+        assert time.monotonic() - started < 20
+        message = str(err.value)
+        assert "'events'" in message and DAYS[0] in message and "IDEM_PG_LOCK_WAIT_S" in message
+        assert f"pid {holder.info.backend_pid}" in message and "someones_migration" in message
+    finally:
+        holder.rollback()
+        holder.close()
+    assert table_state(pg_dsn)[DAYS[0]][0] == 3  # nothing was published
+
+
+def test_a_table_named_like_a_day_partition_is_never_dropped(pg_dsn, postgres):
+    """An asset named `events_p20260105` is a valid Dagster name; publishing `events` for 2026-01-05 must not
+    take its table for the day's partition."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS wh")
+        conn.execute("CREATE TABLE wh.events_p20260105 (id int)")
+        conn.execute("INSERT INTO wh.events_p20260105 VALUES (1), (2)")
+    with pytest.raises((SchemaError, psycopg.Error)):
+        write(postgres, {"2026-01-05": 5}, swap_min_rows=1)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM wh.events_p20260105").fetchone()[0] == 2
