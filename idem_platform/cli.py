@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import os
 import subprocess
 import sys
@@ -62,9 +63,18 @@ def _print_services(services: Services) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     services = ensure_services()
     _print_services(services)
+    exports = {name: mask_password(value) for name, value in services.exports().items()}
     print("\nTo use these services from another shell (dagster CLI, webserver, daemon, your own code):")
-    print("  export " + " ".join(f"{name}='{value}'" for name, value in services.exports().items()))
+    print("  export " + " ".join(f"{name}='{value}'" for name, value in exports.items()))
+    if exports != services.exports():
+        print("  (the password is not printed: put it in IDEM_PG_DSN yourself, as in this shell)")
     return 0
+
+
+def mask_password(dsn: str) -> str:
+    """A DSN or URL with its password replaced by `***` (URL `user:secret@host` and key=value `password=`)."""
+    dsn = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
 
 
 def _progress(message: str) -> None:

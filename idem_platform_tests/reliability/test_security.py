@@ -361,3 +361,63 @@ def test_web_ui_binds_to_loopback_unless_told_otherwise(make_database, search_ur
             except subprocess.TimeoutExpired:
                 os.killpg(dev.pid, signal.SIGKILL)  # the session this test started, by its id
                 dev.communicate()
+
+
+def test_source_readers_enforce_their_bound_and_are_not_public(make_database, scorecard):
+    """The SECURITY DEFINER readers of the 311 source serve one day (or the late-data look-back), to their owner
+    and the roles it grants them to; `-infinity..infinity` and PUBLIC used to get the whole table."""
+    from idem_platform.pipelines.service_requests import source
+
+    dsn = make_database("idem_source")
+    role = f"outsider_{uuid.uuid4().hex[:8]}"
+    with scorecard.scenario("security/source/bounded_readers", "security", "postgres"):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            source.ensure_source(conn)
+            source.simulate(conn, ["2026-01-05", "2026-01-06"], seed=1, per_day=20)
+            assert len(source.read_window(conn, "2026-01-05")) == 20
+            for start, end in (("-infinity", "infinity"), ("2026-01-01", "2026-01-09"), ("2026-01-06", "2026-01-05")):
+                with pytest.raises(psycopg.errors.InvalidParameterValue, match="at most one day"):
+                    conn.execute("SELECT count(*) FROM source.requests_created_between(%s, %s)", (start, end))
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="at most 1000 days"):
+                conn.execute("SELECT count(*) FROM source.latest_update_by_day('-infinity', 'infinity')")
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            try:
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA source TO {}").format(sql.Identifier(role)))
+                with psycopg.connect(dsn, autocommit=True, user=role) as outsider:
+                    for function in ("requests_created_between", "latest_update_by_day"):
+                        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                            outsider.execute(
+                                f"SELECT * FROM source.{function}('2026-01-05', '2026-01-06')"
+                            )
+            finally:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_inbox_reads_regular_files_only(tmp_path, scorecard):
+    """A symbolic link in the inbox (to /etc/passwd, to another day's file) is reported, never read."""
+    from idem_platform.pipelines.scooters.inbox import InboxFileError, day_files, trips_dir
+    from idem_platform.pipelines.scooters.reading import read_inbox_day
+    from idem_platform.pipelines.scooters.sensor import InboxCursor, plan_inbox
+
+    with scorecard.scenario("security/inbox/regular_files_only", "security", "-"):
+        trips = trips_dir(tmp_path)
+        trips.mkdir(parents=True)
+        secret = tmp_path / "secret.csv"
+        secret.write_text("trip_id,started_at\n1,2026-01-05T00:00:00Z\n")
+        (trips / "2026-01-05.csv").symlink_to(secret)
+        assert day_files(tmp_path, "2026-01-05") == []
+        plan = plan_inbox(tmp_path, InboxCursor(), settle_seconds=0)
+        assert plan.requests == []
+        assert [(r.kind, r.file) for r in plan.reports] == [("file_ignored", "2026-01-05.csv")]
+        assert "symbolic link" in plan.reports[0].message
+        with pytest.raises(InboxFileError, match="no inbox file|no file"):
+            read_inbox_day(tmp_path, "2026-01-05")
+
+
+def test_idem_up_never_prints_a_password():
+    from idem_platform.cli import mask_password
+
+    assert mask_password("postgresql://idem:s3cret@db:5432/wh") == "postgresql://idem:***@db:5432/wh"
+    assert "s3cret" not in mask_password("host=db user=idem password=s3cret dbname=wh")
+    assert mask_password("postgresql://idem@db/wh") == "postgresql://idem@db/wh"

@@ -154,7 +154,7 @@ def day_files(root: str | os.PathLike, day: str) -> list[Path]:
         return []
     found = []
     for path in directory.iterdir():
-        if not path.is_file() or in_progress(path.name):
+        if path.is_symlink() or not path.is_file() or in_progress(path.name):  # regular files only
             continue
         match = FILE_NAME.match(path.name)
         if match and match["day"] == day:

@@ -112,7 +112,8 @@ def _identity(st: os.stat_result) -> tuple:
 def _read_file(path: Path, day: str) -> InboxFile:
     """The file's bytes, read once, with their sha256 and the file's identity while they were read."""
     try:
-        with open(path, "rb") as fh:
+        # O_NOFOLLOW: a file swapped for a symbolic link after it was listed is refused, not followed.
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             before = os.fstat(fh.fileno())
             data = fh.read()
             after = os.fstat(fh.fileno())

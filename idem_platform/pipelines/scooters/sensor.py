@@ -157,6 +157,9 @@ def plan_inbox(
             continue
         if not path.is_file():
             continue
+        if path.is_symlink():  # the inbox reads regular files only: a link could point anywhere on the host
+            report_once("file_ignored", name, None, f"inbox file {name!r} is a symbolic link; only regular files are read")
+            continue
         present.add(name)
         try:
             parsed = parse_inbox_name(name)

@@ -33,6 +33,8 @@ OPEN_STATUSES = ("Open", "In Progress")
 DEFAULT_PER_DAY = 200
 STREETS = ("N State St", "W Madison St", "S Halsted St", "N Clark St", "W Division St", "E 63rd St", "S Ashland Ave")
 
+MAX_LOOKBACK_DAYS = 1000
+
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 CREATE TABLE IF NOT EXISTS {SCHEMA}.service_requests (
@@ -47,16 +49,36 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.service_requests (
     location text
 );
 CREATE INDEX IF NOT EXISTS service_requests_created_at ON {SCHEMA}.service_requests (created_at);
+-- The readers are bounded: a finite window of at most one day (25 hours: a day of a DST timezone) for the
+-- extract, at most MAX_LOOKBACK_DAYS for the late-data summary; anything else is refused, not served.
 CREATE OR REPLACE FUNCTION {SCHEMA}.requests_created_between(window_start timestamptz, window_end timestamptz)
-RETURNS SETOF {SCHEMA}.service_requests LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
-    SELECT * FROM {SCHEMA}.service_requests WHERE created_at >= window_start AND created_at < window_end
+RETURNS SETOF {SCHEMA}.service_requests LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF window_start IS NULL OR window_end IS NULL OR NOT isfinite(window_start) OR NOT isfinite(window_end)
+       OR window_end <= window_start OR window_end - window_start > interval '25 hours' THEN
+        RAISE EXCEPTION 'requests_created_between: a finite window of at most one day is required, got [%, %)',
+            window_start, window_end USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY SELECT * FROM {SCHEMA}.service_requests WHERE created_at >= window_start AND created_at < window_end;
+END
 $$;
 CREATE OR REPLACE FUNCTION {SCHEMA}.latest_update_by_day(window_start timestamptz, window_end timestamptz)
 RETURNS TABLE (day date, latest_update timestamptz, requests bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
-    SELECT (created_at AT TIME ZONE 'UTC')::date, max(updated_at), count(*)
-    FROM {SCHEMA}.service_requests WHERE created_at >= window_start AND created_at < window_end GROUP BY 1
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF window_start IS NULL OR window_end IS NULL OR NOT isfinite(window_start) OR NOT isfinite(window_end)
+       OR window_end <= window_start OR window_end - window_start > interval '{MAX_LOOKBACK_DAYS} days' THEN
+        RAISE EXCEPTION 'latest_update_by_day: a finite window of at most {MAX_LOOKBACK_DAYS} days is required, got [%, %)',
+            window_start, window_end USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY SELECT (s.created_at AT TIME ZONE 'UTC')::date, max(s.updated_at), count(*)
+        FROM {SCHEMA}.service_requests s WHERE s.created_at >= window_start AND s.created_at < window_end GROUP BY 1;
+END
 $$;
+-- Only their owner (the role that ran the simulator) and the roles it grants them to may call them:
+--   GRANT EXECUTE ON FUNCTION source.requests_created_between(timestamptz, timestamptz) TO extracting_role;
+REVOKE ALL ON FUNCTION {SCHEMA}.requests_created_between(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {SCHEMA}.latest_update_by_day(timestamptz, timestamptz) FROM PUBLIC;
 """
 
 
