@@ -31,8 +31,10 @@ VARIABLES: tuple[Variable, ...] = (
              "PostgreSQL URL (`postgresql://user@host:5432/db`) for the warehouse, the ledger and the Dagster instance"),
     Variable("IDEM_PG_SCHEMA", "`warehouse`",
              "schema of the asset tables (never `public`, where dagster-postgres keeps `runs`, `event_logs`, ...)"),
-    Variable("IDEM_PG_SWAP_MIN_ROWS", "`10000`",
-             "days with at least this many rows are staged and swapped in; smaller days are replaced in place"),
+    Variable("IDEM_PG_SWAP_MIN_ROWS", "unset: never",
+             "opt in to the swap: days with at least this many rows are staged and swapped in (about 2x faster "
+             "for 1M-row days), at the cost of REPEATABLE READ / SERIALIZABLE snapshots taken before the swap "
+             "reading the day as empty; unset, every day is replaced in place (MVCC: every reader sees old or new)"),
     Variable("IDEM_PG_SWAP_LOCK_TIMEOUT_MS", "`500`", "how long one swap attempt waits for readers' locks"),
     Variable("IDEM_PG_SWAP_WAIT_S", "`120`", "how long all swap attempts of a day wait together"),
     Variable("IDEM_PG_LOCK_WAIT_S", "`60`",
@@ -143,7 +145,7 @@ class Settings:
 
     pg_dsn: str
     pg_schema: str
-    pg_swap_min_rows: int
+    pg_swap_min_rows: int | None  # None: never swap
     pg_swap_lock_timeout_ms: int
     pg_swap_wait_s: float
     pg_days_per_transaction: int
@@ -188,7 +190,7 @@ def current() -> Settings:
     return Settings(
         pg_dsn=raw("IDEM_PG_DSN"),
         pg_schema=raw("IDEM_PG_SCHEMA") or "warehouse",
-        pg_swap_min_rows=_number("IDEM_PG_SWAP_MIN_ROWS", 10_000),
+        pg_swap_min_rows=_number("IDEM_PG_SWAP_MIN_ROWS", None),
         pg_swap_lock_timeout_ms=_number("IDEM_PG_SWAP_LOCK_TIMEOUT_MS", 500) or 500,
         pg_swap_wait_s=_number("IDEM_PG_SWAP_WAIT_S", 120.0, float),
         pg_days_per_transaction=_number("IDEM_PG_DAYS_PER_TRANSACTION", 100),

@@ -2,12 +2,12 @@
 
 A day is replaced inside the transaction that holds its partition lock, in one of two ways chosen by its size:
 
-- **swap** (days of at least `IDEM_PG_SWAP_MIN_ROWS` rows, default 10,000): COPY the day into a fresh staging
+- **swap** (opt-in: days of at least `IDEM_PG_SWAP_MIN_ROWS` rows; unset, never): COPY the day into a fresh staging
   table `<asset>_p<yyyymmdd>_<run>` (no index yet: plain COPY speed), add its primary key in one sort and a
   `CHECK (partition_date = day)`; publish = `DROP` the day's old partition, `ATTACH` the staged table (the
   CHECK spares ATTACH a validation scan) and rename it `<asset>_p<yyyymmdd>`. Old rows leave by DROP TABLE,
   not row by row, and leave no vacuum debt: a 1M-row overwrite costs about what a plain COPY costs.
-- **in place** (smaller days): DELETE the day's rows and COPY the new ones through the parent table (a day
+- **in place** (the default; with the swap opted in, smaller days): DELETE the day's rows and COPY the new ones through the parent table (a day
   seen for the first time gets its empty partition first). Cheaper than the swap's DDL for small days, which
   matters when one run backfills hundreds of them.
 
@@ -15,8 +15,9 @@ Either way readers see the old day until COMMIT, then the new one: never a mix, 
 takes an ACCESS EXCLUSIVE lock on the parent from the publish step to the COMMIT (milliseconds): it waits at
 most `IDEM_PG_SWAP_LOCK_TIMEOUT_MS` per attempt for running readers, so new readers never queue behind it for
 longer, and retries until `IDEM_PG_SWAP_WAIT_S`, then fails naming the asset and partition (nothing published).
-REPEATABLE READ readers whose snapshot predates a swap see the swapped day as empty (PostgreSQL's DDL is not
-MVCC-safe for them); READ COMMITTED readers, the default, always see a whole day.
+REPEATABLE READ and SERIALIZABLE readers whose snapshot predates a swap see the swapped day as empty
+(PostgreSQL's DDL is not MVCC-safe for them): that is why the swap is opt-in. In place, every reader at every
+isolation level sees the old day or the new one.
 
 The CSV for COPY is encoded by a producer thread while the server parses the previous chunk (pyarrow writes
 it; nulls unquoted-empty, empty strings quoted), so client encoding and server parsing overlap.
@@ -274,7 +275,7 @@ class PostgresTableSink(PartitionSink):
             # One way per transaction: in place takes locks on the parent from the stage on, while a swap must
             # hold none until its publish asks for the exclusive one; a transaction doing both could deadlock
             # with another doing both. So a batch with any large day swaps all its days.
-            swap_all = any(count(d) >= self.swap_min_rows for d in days)
+            swap_all = self.swap_min_rows is not None and any(count(d) >= self.swap_min_rows for d in days)
             staged.in_place = [] if swap_all else list(days)
             if staged.in_place:
                 self._ensure_day_partitions(cur, target, staged.in_place, run_id)

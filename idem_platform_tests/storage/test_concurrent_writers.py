@@ -134,3 +134,24 @@ def test_a_table_named_like_a_day_partition_is_never_dropped(pg_dsn, postgres):
         write(postgres, {"2026-01-05": 5}, swap_min_rows=1)
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM wh.events_p20260105").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_snapshot_taken_before_a_publish_sees_the_old_day_by_default(pg_dsn, postgres, isolation):
+    """A reader whose snapshot predates the publish and whose first read of the table follows it: the default
+    (in place) path shows it the old day whole, never an empty one."""
+    write(postgres, {DAYS[0]: 500}, label="old")
+    reader = psycopg.connect(pg_dsn)
+    try:
+        reader.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+        reader.execute("SELECT 1").fetchone()  # the snapshot is taken; the table not yet touched
+        write(postgres, {DAYS[0]: 400}, label="new", run_id="run-2")  # the default sink
+        count, labels = reader.execute(
+            "SELECT count(*), array_agg(DISTINCT split_part(label, '-', 1)) FILTER (WHERE label IS NOT NULL) "
+            "FROM wh.events WHERE partition_date = %s", (DAYS[0],)
+        ).fetchone()
+        assert (count, labels) == (500, ["old"])
+    finally:
+        reader.rollback()
+        reader.close()
+    assert table_state(pg_dsn)[DAYS[0]] == (400, {"new"})
