@@ -222,6 +222,16 @@ class PostgresTableSink(PartitionSink):
                 (self.schema_of(target), target.name),
             )
             existing = dict(cur.fetchall())
+            cur.execute(
+                "SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = to_regclass(%s)",
+                (self.table(target).as_string(cur),),
+            )
+            parent = cur.fetchone()
+            if parent:  # e.g. asset `orders_p20260105` and the day partition of asset `orders`: never write into it
+                raise SchemaError(
+                    f"asset {target.asset!r}: its table {self.store(target)} is a day partition of {parent[0]}, "
+                    "another asset's table; nothing was written. Rename the asset or give it a key prefix"
+                )
             if not existing:
                 columns = [
                     sql.SQL("{} {}{}").format(

@@ -155,3 +155,12 @@ def test_a_snapshot_taken_before_a_publish_sees_the_old_day_by_default(pg_dsn, p
         reader.rollback()
         reader.close()
     assert table_state(pg_dsn)[DAYS[0]] == (400, {"new"})
+
+
+def test_an_asset_named_like_another_assets_day_partition_never_writes_into_it(pg_dsn, postgres):
+    write(postgres, {"2026-01-05": 7}, label="events")  # creates the day partition wh.events_p20260105
+    lookalike = AssetTarget("events_p20260105", DECL, TARGET.rules)
+    with pytest.raises(SchemaError, match="is a day partition of wh.events"):
+        publish_partitions(PostgresTableSink(postgres, SCHEMA), postgres, lookalike, ["2026-01-05"],
+                           frame({"2026-01-05": 3}), "run-2")
+    assert table_state(pg_dsn)["2026-01-05"] == (7, {"events"})
