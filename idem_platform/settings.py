@@ -73,7 +73,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("IDEM_UI_PORT", "`3000`", "the UI's port for `idem dev`"),
     Variable("IDEM_FAULT", "", "tests only: crash a write at `[<sink>:]<point>` (see `storage/faults.py`)"),
     Variable("IDEM_FAULT_ASSET", "", "tests only: crash only writes of this asset"),
-    Variable("IDEM_FAULT_MODE", "`exit`", "tests only: `exit` (`os._exit(137)`) or `kill` (SIGKILL)"),
+    Variable("IDEM_FAULT_MODE", "`exit`", "tests only: `exit` (`os._exit(137)`), `kill` (SIGKILL) or `pause` (wait at the point)"),
+    Variable("IDEM_FAULT_PAUSE", "", "tests only: with `pause`, create `<path>.reached` at the point, go on once `<path>` exists"),
 )
 
 NAMES = frozenset(v.name for v in VARIABLES)

@@ -17,7 +17,11 @@
   duplicated keys would collapse into fewer documents, so equal counts also prove the key unique.
 - publish: restore refresh interval and replicas on the staged indices, then ONE `_aliases` request moves the
   day alias and the read alias of every day from the old physical index to the new one: readers see the old
-  day or the new one, never a mix and never a gap. Then the old physical indices are deleted. The settings are
+  day or the new one, never a mix and never a gap. The request is a compare-and-swap: `stage` noted, under the
+  partition lock, which index each day alias pointed at; the request removes the aliases from exactly that index
+  with `must_exist: true`, so if another writer moved them since (a writer whose lock was lost, or the new owner
+  of a lost lock) the whole request fails and nothing moves (`StalePublish`). A day that had no index has nothing
+  to condition on: its alias is read once more right before the request. Then the old physical indices are deleted. The settings are
   restored *before* the swap so the alias only ever points at an index in its final state (a crash between the
   two leaves an orphan, which the next write removes, instead of a live index without replicas); all documents
   are already visible (explicit refresh), so the refresh interval changes nothing a reader sees. If the alias
@@ -52,11 +56,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from elastic_transport import ApiError, TransportError
-from elasticsearch import helpers
+from elasticsearch import NotFoundError, helpers
 
 from .faults import fault_point
 from .search_client import ElasticsearchResource
-from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
+from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, StagedVersions, StalePublish
 from .schema import PARTITION_COLUMN, TableDeclaration
 
 # Above the built-in templates of Elasticsearch (priority 100, e.g. `logs-*-*`): patterns that overlap at equal
@@ -143,7 +147,7 @@ class ElasticsearchIndexSink(PartitionSink):
     def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS):
         self.es, self.replicas, self.bulk_chunk_docs = es, replicas, bulk_chunk_docs
         self.client = es.client()
-        self._published: dict[tuple[str, str], str] = {}
+        self._staged: dict[tuple[str, str], str] = {}  # (asset, day) -> the index this sink staged (publishes)
 
     # names ------------------------------------------------------------------------------------------------
 
@@ -171,10 +175,10 @@ class ElasticsearchIndexSink(PartitionSink):
         return self.read_alias(target)
 
     def location(self, target: AssetTarget, day: str) -> str:
-        """The physical index that holds the published day."""
-        published = self._published.get((target.asset, day))
-        if published:
-            return published
+        """The physical index that holds the day: the one this write staged (and publishes), else the live one."""
+        staged = self._staged.get((target.asset, day))
+        if staged:
+            return staged
         current = self.client.indices.get_alias(index=self.day_alias(target, day), ignore_unavailable=True).body
         return next(iter(current), self.day_alias(target, day))
 
@@ -199,8 +203,21 @@ class ElasticsearchIndexSink(PartitionSink):
         found = self.client.indices.get_alias(index=pattern, expand_wildcards="open,closed").body
         return sorted(index for index, info in found.items() if not live & set(info.get("aliases", {})))
 
-    def stage(self, conn, target, days, frame, run_id) -> dict[str, str]:
-        staged: dict[str, str] = {}
+    def versions(self, target: AssetTarget, days: Sequence[str]) -> dict[str, str | None]:
+        """The physical index under each day alias (None: none; several, comma-joined, only if someone else added
+        the alias to more)."""
+        aliases = {self.day_alias(target, day): day for day in days}
+        holders: dict[str, list[str]] = {day: [] for day in days}
+        for names in _batched(list(aliases)):
+            found = self.client.indices.get_alias(index=names, ignore_unavailable=True).body
+            for index, info in found.items():
+                for alias in info.get("aliases", {}):
+                    if alias in aliases:
+                        holders[aliases[alias]].append(index)
+        return {day: ",".join(sorted(indices)) or None for day, indices in holders.items()}
+
+    def stage(self, conn, target, days, frame, run_id) -> StagedVersions:
+        staged = StagedVersions(where={}, versions={}, expected=self.versions(target, days))
         try:
             for day in days:
                 orphans = self.orphans(target, day)
@@ -208,13 +225,14 @@ class ElasticsearchIndexSink(PartitionSink):
                     _log.info(f"{target.asset} {day}: deleting orphan indices of crashed writes: {orphans}")
                     for names in _batched(orphans):
                         self.client.indices.delete(index=names, ignore_unavailable=True)
-                staged[day] = self.new_index(target, day, run_id)
+                staged.where[day] = staged.versions[day] = self.new_index(target, day, run_id)
+                self._staged[(target.asset, day)] = staged.where[day]
                 self.client.indices.create(
-                    index=staged[day],
+                    index=staged.where[day],
                     settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
                     mappings=self.mappings(target.decl),
                 )
-            self._bulk_load(target, staged, frame)
+            self._bulk_load(target, staged.where, frame)
         except BaseException:
             self.discard(target, staged)
             raise
@@ -267,7 +285,8 @@ class ElasticsearchIndexSink(PartitionSink):
                 + ". Nothing was published; fix the values or the declared column types and rerun."
             )
 
-    def verify_staged(self, conn, target, staged: dict[str, str], digests) -> None:
+    def verify_staged(self, conn, target, staged: StagedVersions, digests) -> None:
+        staged = staged.where
         indices = list(staged.values())
         for names in _batched(indices):
             self.client.indices.refresh(index=names)
@@ -282,38 +301,60 @@ class ElasticsearchIndexSink(PartitionSink):
                 f"(day: (count, rows)): {wrong}; duplicate keys collapse into one document, check the key"
             )
 
-    def publish(self, conn, target, staged: dict[str, str]) -> None:
+    def publish(self, conn, target, staged: StagedVersions) -> None:
         read_alias = self.read_alias(target)
-        day_aliases = {day: self.day_alias(target, day) for day in staged}
-        old: dict[str, dict] = {}
-        for names in _batched(list(day_aliases.values())):
-            old.update(self.client.indices.get_alias(index=names, ignore_unavailable=True).body)
-        for names in _batched(list(staged.values())):
-            self.client.indices.put_settings(
-                index=names, settings={"index": {"refresh_interval": None, "number_of_replicas": self.replicas}}
-            )
+        indices = staged.where
+        day_aliases = {day: self.day_alias(target, day) for day in indices}
+        try:
+            for names in _batched(list(indices.values())):
+                self.client.indices.put_settings(
+                    index=names, settings={"index": {"refresh_interval": None, "number_of_replicas": self.replicas}}
+                )
+        except NotFoundError as exc:  # a newer owner of the day deleted this write's staged index as an orphan
+            raise self._stale(target, {day: "staged index removed" for day in indices}, exc) from None
+        first = [day for day in indices if staged.expected[day] is None]
+        now = self.versions(target, first)
+        moved = {day: now[day] for day in first if now[day] is not None}
+        if moved:
+            raise self._stale(target, moved)
         actions: list[dict] = []
-        for index, info in old.items():
-            for alias in info.get("aliases", {}):
-                if alias == read_alias or alias in day_aliases.values():
-                    actions.append({"remove": {"index": index, "alias": alias}})
-        for day, index in staged.items():
+        old = sorted({index for day in indices if staged.expected[day] for index in staged.expected[day].split(",")})
+        holding = self.client.indices.get_alias(index=",".join(old), ignore_unavailable=True).body if old else {}
+        for day, expected in staged.expected.items():
+            for index in (expected or "").split(",") if expected else ():
+                actions.append({"remove": {"index": index, "alias": day_aliases[day], "must_exist": True}})
+        for index in old:
+            if read_alias in holding.get(index, {}).get("aliases", {}):
+                actions.append({"remove": {"index": index, "alias": read_alias, "must_exist": True}})
+        for day, index in indices.items():
             actions.append({"add": {"index": index, "alias": day_aliases[day]}})
             actions.append({"add": {"index": index, "alias": read_alias}})
         try:
             self.client.indices.update_aliases(actions=actions)
-        except (ApiError, TransportError):
-            if not self._aliases_point_at(staged, day_aliases):
+        except ApiError as exc:
+            if exc.status_code in (404, 409) and not self._aliases_point_at(indices, day_aliases):
+                raise self._stale(target, {day: "moved" for day in indices}, exc) from None
+            if not self._aliases_point_at(indices, day_aliases):
                 raise
             _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
-        for day, index in staged.items():
-            self._published[(target.asset, day)] = index
-        superseded = sorted(set(old) - set(staged.values()))
+        except TransportError:
+            if not self._aliases_point_at(indices, day_aliases):
+                raise
+            _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
+        superseded = sorted(set(old) - set(indices.values()))
         try:
             for names in _batched(superseded):
                 self.client.indices.delete(index=names, ignore_unavailable=True)
         except (ApiError, TransportError) as exc:
             _log.warning(f"{target.asset}: superseded {superseded} not deleted ({exc}); the next write will")
+
+    @staticmethod
+    def _stale(target: AssetTarget, moved: dict, cause: BaseException | None = None) -> StalePublish:
+        reason = f" ({str(cause).splitlines()[0][:200]})" if cause else ""
+        return StalePublish(
+            f"asset {target.asset!r}: another writer moved the day alias of {', '.join(sorted(moved))} since this write "
+            f"took the partition lock{reason}; the alias request was refused whole, nothing was published"
+        )
 
     def _aliases_point_at(self, staged: dict[str, str], day_aliases: dict[str, str]) -> bool:
         try:
@@ -324,8 +365,9 @@ class ElasticsearchIndexSink(PartitionSink):
             return False
         return all(day_aliases[day] in current.get(index, {}).get("aliases", {}) for day, index in staged.items())
 
-    def discard(self, target, staged: dict[str, str]) -> None:
+    def discard(self, target, staged: StagedVersions) -> None:
         """Delete the staged indices, best effort (an index left behind is an orphan the next write removes)."""
+        staged = staged.where if staged else {}
         if not staged:
             return
         try:

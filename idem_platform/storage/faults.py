@@ -7,23 +7,28 @@ cleanup at all, as a power cut or `kill -9` would leave it:
     before_stage   partition lock held, nothing written yet
     mid_stage      inside the COPY / bulk / file write, after the first chunk
     after_stage    everything staged, not yet verified
-    after_audit    staged content verified, not yet published
-    after_publish  published in the sink (alias swapped, file replaced), ledger not yet written
-    after_ledger   ledger rows written, transaction not yet committed
+    after_audit    staged content verified, no ledger intent yet
+    after_intent   the ledger intent committed (lake, search; the table has none), not yet published
+    after_publish  published in the sink (alias swapped, file replaced), ledger row not yet written / confirmed
+    after_ledger   ledger rows written / intents confirmed, transaction not yet committed
     after_commit   everything committed
 
-`IDEM_FAULT_MODE=exit` (default) calls `os._exit(137)`; `kill` sends SIGKILL to the process itself. Unset, every
-fault point is a no-op costing one dict lookup.
+`IDEM_FAULT_MODE=exit` (default) calls `os._exit(137)`; `kill` sends SIGKILL to the process itself; `pause` stops
+the write there (it creates `<IDEM_FAULT_PAUSE>.reached` and goes on once `<IDEM_FAULT_PAUSE>` exists), so a test
+can act meanwhile, e.g. terminate the writer's PostgreSQL session to prove fencing. Unset, every fault point is a
+no-op costing one dict lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 from .. import settings
 
-POINTS = ("before_stage", "mid_stage", "after_stage", "after_audit", "after_publish", "after_ledger", "after_commit")
+POINTS = ("before_stage", "mid_stage", "after_stage", "after_audit", "after_intent", "after_publish", "after_ledger", "after_commit")
 EXIT_CODE = 137
 
 
@@ -39,6 +44,13 @@ def fault_point(sink: str, point: str, asset: str | None = None) -> None:
     only_asset = settings.raw("IDEM_FAULT_ASSET")
     if only_asset and asset and only_asset != asset:
         return
-    if settings.raw("IDEM_FAULT_MODE") == "kill":
+    mode = settings.raw("IDEM_FAULT_MODE")
+    if mode == "pause":
+        resume = Path(settings.raw("IDEM_FAULT_PAUSE"))
+        Path(f"{resume}.reached").touch()
+        while not resume.exists():
+            time.sleep(0.01)
+        return
+    if mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(EXIT_CODE)

@@ -1,11 +1,16 @@
 """Lake file sink: one Parquet file per (asset, day), replaced with `os.replace`.
 
-- stage: write each day's rows to a temp file beside its target (`.<day>.<run id>.<pid>.tmp`), fsync it.
-  Temp files that crashed writes of the same day left behind are removed first (the partition lock is held,
-  so no live writer owns them).
+- stage: write each day's rows to a temp file beside its target (`.<day>.<run id>.<pid>.tmp`), fsync it. The file
+  carries its version token (`idem.version` in the Parquet footer's key-value metadata): the ledger's intent names
+  it, and a reader of the file can tell which write it came from. Temp files that crashed writes of the same day
+  left behind are removed first (the partition lock is held, so no live writer owns them). The version of the
+  file live now is noted: the publish's condition.
 - verify: the staged file's row count (from its Parquet footer) equals the frame's.
-- publish: `os.replace` every temp file onto its target, then fsync the directory: a reader opens the old file or
-  the new one, never a partial one.
+- publish: a compare-and-swap. Under an exclusive `flock` on the asset's directory (held only for the swap, so
+  writers of other days wait milliseconds), every target must still hold the version noted at stage, else
+  `StalePublish` and nothing moves; then `os.replace` every temp file onto its target and fsync the directory: a
+  reader opens the old file or the new one, never a partial one. `flock` serializes processes on one host and on
+  file systems that implement it across hosts (NFSv4 with lock support); on others the check is best effort.
 - discard: remove the temp files.
 
 A day with no rows is published as an empty file carrying the schema, so its old rows disappear.
@@ -14,19 +19,50 @@ Parquet keeps the canonical dtypes, so reading back gives the same frame and the
 
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..resources import LakeResource
 from .faults import fault_point
-from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
+from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, StagedVersions, StalePublish
 from .schema import PARTITION_COLUMN
 
 SUFFIX = ".parquet"
+VERSION_KEY = b"idem.version"
+
+
+def file_version(path: Path) -> str | None:
+    """The version token of a published file (None: no file). A file written before tokens existed (or by hand)
+    gets one from its identity on disk, which `os.replace` by anyone else changes."""
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowInvalid):  # not Parquet: someone else's file
+        metadata = {}
+    token = metadata.get(VERSION_KEY)
+    if token:
+        return token.decode()
+    st = path.stat()
+    return f"file:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+
+@contextmanager
+def _directory_lock(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,18 +92,23 @@ class LakeSink(PartitionSink):
         """Temp files of crashed writes of this day."""
         return sorted(self.lake.asset_dir(target.asset).glob(f".{day}.*.tmp"))
 
-    def stage(self, conn, target, days, frame, run_id) -> dict[str, Path]:
+    def versions(self, target: AssetTarget, days: Sequence[str]) -> dict[str, str | None]:
+        return {day: file_version(self.path(target, day)) for day in days}
+
+    def stage(self, conn, target, days, frame, run_id) -> StagedVersions:
         day_keys = frame[PARTITION_COLUMN].dt.strftime("%Y-%m-%d")
-        staged: dict[str, Path] = {}
+        staged = StagedVersions(where={}, versions={}, expected=self.versions(target, days))
         try:
             for day in days:
                 for orphan in self.orphans(target, day):
                     orphan.unlink(missing_ok=True)
+                version = f"{run_id}.{secrets.token_hex(4)}"
                 temp = self.path(target, day).with_name(f".{day}.{run_id[:8]}.{os.getpid()}.tmp")
-                staged[day] = temp
-                day_frame = frame[day_keys == day].reset_index(drop=True)
+                staged.where[day], staged.versions[day] = temp, version
+                table = pa.Table.from_pandas(frame[day_keys == day].reset_index(drop=True), preserve_index=False)
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), VERSION_KEY: version.encode()})
                 with open(temp, "wb") as fh:
-                    day_frame.to_parquet(fh, index=False)
+                    pq.write_table(table, fh)
                     fault_point(self.name, "mid_stage", target.asset)  # written, not yet fsynced
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -77,18 +118,29 @@ class LakeSink(PartitionSink):
         return staged
 
     def verify_staged(self, conn, target, staged, digests) -> None:
-        for day, temp in staged.items():
+        for day, temp in staged.where.items():
             rows = pq.ParquetFile(temp).metadata.num_rows
             if rows != digests[day].rows:
                 raise RuntimeError(f"asset {target.asset!r} day {day}: staged file has {rows} rows, expected {digests[day].rows}")
 
-    def publish(self, conn, target, staged) -> None:
-        for day, temp in staged.items():
-            os.replace(temp, self.path(target, day))
-        _fsync_dir(self.lake.asset_dir(target.asset))
+    def publish(self, conn, target, staged: StagedVersions) -> None:
+        directory = self.lake.asset_dir(target.asset)
+        with _directory_lock(directory):
+            now = self.versions(target, list(staged.where))
+            moved = {day: (staged.expected[day], now[day]) for day in staged.where if now[day] != staged.expected[day]}
+            # a newer writer of the day removes this one's temp files as orphans
+            moved |= {day: "staged file removed" for day, temp in staged.where.items() if not temp.exists()}
+            if moved:
+                raise StalePublish(
+                    f"asset {target.asset!r}: another writer replaced day(s) {', '.join(sorted(moved))} in the lake "
+                    f"since this write took the partition lock (expected, found: {moved}); nothing was published"
+                )
+            for day, temp in staged.where.items():
+                os.replace(temp, self.path(target, day))
+            _fsync_dir(directory)
 
-    def discard(self, target, staged) -> None:
-        for temp in staged.values():
+    def discard(self, target, staged: StagedVersions | None) -> None:
+        for temp in (staged.where.values() if staged else ()):
             Path(temp).unlink(missing_ok=True)
 
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:

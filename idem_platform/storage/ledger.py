@@ -2,10 +2,17 @@
 
 The ledger (`idem.ledger`) has one row per published partition: asset, partition, sink, store (where the sink
 keeps the asset: schema.table, lake directory, read alias), location, run id, row count, fingerprint, previous
-fingerprint, changed, published at. "Previous" and "published?" are looked up per (asset, sink, store), so
-deployments sharing one ledger database never see each other's history. For the PostgreSQL sink it is written in the
-same transaction as the publish; for the others right after the publish, inside the transaction that holds the
-partition lock.
+fingerprint, changed, published at, plus `version` (which content of the sink the row describes: the lake file's
+version token, the physical index) and `confirmed`. "Previous" and "published?" are looked up per (asset, sink,
+store), so deployments sharing one ledger database never see each other's history.
+
+For the PostgreSQL sink the row is written, confirmed, in the publishing transaction. A lake file or an index
+cannot share a transaction with the ledger, so those writes record an *intent* first (an unconfirmed row with the
+version about to be published, committed on its own connection before the publish) and confirm it in the
+transaction that holds the partition lock, after the publish. A crash between the two leaves an unconfirmed intent;
+`partition_store.published_entries` resolves it from what the sink holds (its version live: published; not live:
+never happened), so readers, downstream loads and `idem verify` agree with the sink without a manual step, and the
+next write of the day confirms it for good.
 
 The lock is `pg_advisory_xact_lock` keyed on (asset, partition). Writers of the same partition queue on it, in
 any sink, whatever started them (CLI, daemon, UI, a range backfill that bypasses the run queue). A range takes
@@ -42,6 +49,9 @@ class LedgerEntry:
     # Did this write change what the sink held? None: judge by the ledger (previous != new). The write path sets
     # it from the sink's content when the ledger says "unchanged", so a rerun that repairs drift says True.
     changed: bool | None = None
+    version: str | None = None  # the sink's version of this content (lake token, physical index); None: the table
+    confirmed: bool = True  # False: an intent whose publish may or may not have happened (see the module docstring)
+    id: int | None = None  # the ledger row's id (None before it is written)
 
     def __post_init__(self):
         if self.changed is None:
@@ -50,12 +60,25 @@ class LedgerEntry:
 
 # The ledger's schema version, kept as the table's comment: reading it (pg_description) locks nothing, so a
 # write of any asset checks it without touching the table's locks. Bump it with every migration step below.
-LEDGER_VERSION = "idem ledger v2"
+LEDGER_VERSION = "idem ledger v3"
 
-def _version(conn: psycopg.Connection) -> str | None:
-    return conn.execute(
-        "SELECT obj_description(to_regclass(%s), 'pg_class')", (f"{META_SCHEMA}.ledger",)
-    ).fetchone()[0]
+def _version(conn: psycopg.Connection) -> int:
+    """The ledger's schema version number (0: no ledger, or one from before versions were kept)."""
+    # A join on the catalogs, not to_regclass: the statement's snapshot sees a ledger another session created
+    # while this one waited for the migration lock (a name lookup could answer from this session's cache).
+    row = conn.execute(
+        """SELECT d.description FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0
+           WHERE n.nspname = %s AND c.relname = 'ledger'""",
+        (META_SCHEMA,),
+    ).fetchone()
+    comment = row[0] if row else None
+    prefix = LEDGER_VERSION.rstrip("0123456789")
+    return int(comment[len(prefix):]) if comment and comment.startswith(prefix) and comment[len(prefix):].isdigit() else 0
+
+
+def _ours() -> int:
+    return int(LEDGER_VERSION.rsplit("v", 1)[1])
 
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
@@ -64,16 +87,18 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
     Every write calls this. DDL such as `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes ACCESS EXCLUSIVE even
     when there is nothing to do, which queued every write behind any open reader of the ledger (a BI tool idle in
     a transaction) and every reader behind it. So the version is read from the catalog first, and the migration
-    (serialized by an advisory lock) runs only on a ledger older than this code.
+    (serialized by an advisory lock) runs only on a ledger older than this code. A newer ledger is left alone:
+    every step is additive (new columns have defaults), so code one version behind (a rolling deploy) keeps working
+    instead of migrating it back and forth.
     """
-    if _version(conn) != LEDGER_VERSION:
+    if _version(conn) < _ours():
         _migrate(conn)
 
 
 def _migrate(conn: psycopg.Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('idem:ddl:ledger', 0))")
-        if _version(conn) == LEDGER_VERSION:  # another process migrated it while this one waited
+        if _version(conn) >= _ours():  # another process migrated it while this one waited
             return
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
         cur.execute(
@@ -95,6 +120,9 @@ def _migrate(conn: psycopg.Connection) -> None:
         )
         # v2: `store` tells deployments sharing one ledger apart (two warehouse schemas, two lake roots).
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS store text NOT NULL DEFAULT ''").format(LEDGER))
+        # v3: intents (unconfirmed rows) and the sink's version of the content, for lake and search publishes.
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS version text").format(LEDGER))
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS confirmed boolean NOT NULL DEFAULT true").format(LEDGER))
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_partition")))
         cur.execute(
             sql.SQL(
@@ -111,43 +139,95 @@ def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:partition:{asset}:{day}",))
 
 
-def latest_fingerprints(
+_SELECTED = sql.SQL(
+    "id, asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint, published_at, store, "
+    "changed, version, confirmed"
+)
+
+
+def latest_confirmed(
     conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str], store: str
-) -> dict[str, str]:
-    """The fingerprint last published for each of `days` in that store (days never published are absent)."""
-    with conn.cursor() as cur:
+) -> dict[str, LedgerEntry]:
+    """The last confirmed row of each of `days` in that store (days never published are absent)."""
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
-                """SELECT DISTINCT ON (partition) partition, fingerprint FROM {}
-                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s)
+                """SELECT DISTINCT ON (partition) {} FROM {}
+                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s) AND confirmed
                    ORDER BY partition, id DESC"""
-            ).format(LEDGER),
+            ).format(_SELECTED, LEDGER),
             (asset, sink, store, list(days)),
         )
-        return dict(cur.fetchall())
+        return {row["partition"]: LedgerEntry(**row) for row in cur.fetchall()}
+
+
+_COLUMNS = ("asset", "partition", "sink", "store", "location", "run_id", "row_count", "fingerprint",
+            "previous_fingerprint", "changed", "version", "confirmed")
+
+
+def _insert(conn: psycopg.Connection, entries: Sequence[LedgerEntry], confirmed: bool) -> list[int]:
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id").format(
+        LEDGER, sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS))
+    )
+    if not entries:
+        return []
+    rows = [(e.asset, e.partition, e.sink, e.store, e.location, e.run_id, e.row_count, e.fingerprint,
+             e.previous_fingerprint, e.changed, e.version, confirmed) for e in entries]
+    ids = []
+    with conn.cursor() as cur:
+        cur.executemany(statement, rows, returning=True)
+        while True:
+            ids.append(cur.fetchone()[0])
+            if not cur.nextset():
+                return ids
 
 
 def record(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                """INSERT INTO {} (asset, partition, sink, store, location, run_id, row_count, fingerprint,
-                                   previous_fingerprint, changed)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
-            ).format(LEDGER),
-            [
-                (e.asset, e.partition, e.sink, e.store, e.location, e.run_id, e.row_count, e.fingerprint,
-                 e.previous_fingerprint, e.changed)
-                for e in entries
-            ],
+    """Confirmed rows, in the caller's transaction (the PostgreSQL sink's publishing transaction)."""
+    _insert(conn, entries, confirmed=True)
+
+
+def record_intents(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> list[int]:
+    """Unconfirmed rows for a publish about to happen; `conn` must commit them before the publish (autocommit)."""
+    return _insert(conn, entries, confirmed=False)
+
+
+def confirm(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    """Mark intents published (in the transaction that holds their partition lock)."""
+    if ids:
+        conn.execute(
+            sql.SQL("UPDATE {} SET confirmed = true, published_at = clock_timestamp() WHERE id = ANY(%s)").format(LEDGER),
+            (list(ids),),
         )
 
 
+def pending_intents(
+    conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str], store: str
+) -> dict[str, list[LedgerEntry]]:
+    """Per day, the unconfirmed intents newer than its last confirmed row, newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT {} FROM {} l
+                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s) AND NOT confirmed
+                     AND id > COALESCE((SELECT max(id) FROM {} c WHERE c.asset = l.asset AND c.sink = l.sink
+                                        AND c.store = l.store AND c.partition = l.partition AND c.confirmed), 0)
+                   ORDER BY id DESC"""
+            ).format(_SELECTED, LEDGER, LEDGER),
+            (asset, sink, store, list(days)),
+        )
+        pending: dict[str, list[LedgerEntry]] = {}
+        for row in cur.fetchall():
+            pending.setdefault(row["partition"], []).append(LedgerEntry(**row))
+        return pending
+
+
 def history(
-    conn: psycopg.Connection, asset: str | None = None, days: Sequence[str] | None = None
+    conn: psycopg.Connection, asset: str | None = None, days: Sequence[str] | None = None, *, intents: bool = False
 ) -> list[LedgerEntry]:
-    """Every ledger row, oldest first, optionally for one asset and some days."""
-    conditions, params = [sql.SQL("TRUE")], []
+    """Every confirmed ledger row, oldest first, optionally for one asset and some days (`intents`: unconfirmed
+    rows too; whether such a publish happened is known only from its sink, see partition_store.published_entries)."""
+    conditions, params = [sql.SQL("TRUE") if intents else sql.SQL("confirmed")], []
     if asset:
         conditions.append(sql.SQL("asset = %s"))
         params.append(asset)
@@ -157,9 +237,8 @@ def history(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
-                """SELECT asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint,
-                          published_at, store, changed FROM {} WHERE {} ORDER BY id"""
-            ).format(LEDGER, sql.SQL(" AND ").join(conditions)),
+                "SELECT {} FROM {} WHERE {} ORDER BY id"
+            ).format(_SELECTED, LEDGER, sql.SQL(" AND ").join(conditions)),
             params,
         )
         return [LedgerEntry(**row) for row in cur.fetchall()]

@@ -4,11 +4,24 @@ A sink (PostgreSQL table, lake file, search index) implements four verbs: `stage
 reader looks, `verify_staged` it, `publish` it in one atomic step, `discard` it on failure; plus `read`.
 Everything else is here, once: audit rules, fingerprints, the partition lock and the ledger.
 
-    lock (asset, day...) ascending  ->  stage  ->  verify  ->  publish  ->  ledger row  ->  COMMIT
+    lock (asset, day...) ascending  ->  stage  ->  verify  ->  [intent]  ->  publish  ->  ledger row  ->  COMMIT
 
 The lock, the ledger rows and (for PostgreSQL) the staged rows share one transaction: for the table sink the
-COMMIT is the publish, for the others the publish happens just before it. A failure anywhere before the publish
-discards the stage and leaves the published partition and its ledger row untouched. The audit passes before
+COMMIT is the publish. A lake file or an index is published outside that transaction, so for those sinks:
+
+- **intent, confirm**: the ledger row is first committed as an unconfirmed intent naming the version about to be
+  published (on a second connection), and confirmed in the locked transaction after the publish. A crash between
+  the two is resolved from the sink (`published_entries`): the intent's version is live, so it was published.
+- **fencing**: the lock lives in the writer's PostgreSQL session; if that session ends (terminated backend,
+  failover, idle timeout) another writer may take the day. So the sink's `stage` observes, under the lock, which
+  version of each day is live, and its publish is a compare-and-swap on it (the lake replaces a file only if it
+  still holds that version; the index moves its aliases only off that exact index, `must_exist`); right before it,
+  the writer checks its session still answers. A writer that lost its lock fails with `PartitionLockLost` and
+  publishes nothing; one whose swap finds another version live while its own lock holds (a stale writer slipped
+  in) retries the batch.
+
+A failure anywhere before the publish discards the stage and leaves the published partition and its ledger row
+untouched. The audit passes before
 any publish; for PostgreSQL it runs in a thread while the rows are staged (the rollback discards them if it
 fails), which hides its cost behind the COPY. Very long ranges are published in several transactions
 (`max_days_per_transaction`, each day atomic), which bounds the locks one transaction holds.
@@ -83,10 +96,33 @@ class AssetTarget:
         return cls(asset, TableDeclaration.from_table_schema(schema, key), AuditRules.from_metadata(metadata.get(AUDIT_METADATA)))
 
 
+@dataclass
+class StagedVersions:
+    """What a sink outside PostgreSQL staged: per day, where the new content waits (`where`), the version it will
+    publish (`versions`, recorded in the ledger's intent) and the version that was live when it was staged
+    (`expected`, observed under the partition lock: the publish's compare-and-swap condition; None: nothing)."""
+
+    where: dict[str, Any]
+    versions: dict[str, str]
+    expected: dict[str, str | None]
+
+
+class StalePublish(RuntimeError):
+    """The sink's day is no longer the version observed under the partition lock: another writer published it."""
+
+
+class PartitionLockLost(RuntimeError):
+    """The PostgreSQL session that held the partition lock ended; this write did not publish (see its message)."""
+
+
 class PartitionSink(abc.ABC):
     """One kind of storage. Only these verbs differ between sinks."""
 
     name: str
+    # True: the publish is the COMMIT of the transaction that writes the ledger (PostgreSQL). False: the sink
+    # publishes outside PostgreSQL; `stage` returns `StagedVersions`, `publish` is a compare-and-swap on its
+    # `expected` versions, `versions` says what is live (to resolve intents).
+    publishes_in_transaction: bool = False
 
     # stage may run while the frame is still being audited (the stage is discarded if the audit fails)
     audit_during_stage: bool = False
@@ -117,6 +153,10 @@ class PartitionSink(abc.ABC):
 
     @abc.abstractmethod
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame: ...
+
+    def versions(self, target: AssetTarget, days: Sequence[str]) -> dict[str, str | None]:
+        """The version of each day the sink holds now (None: nothing); only sinks outside PostgreSQL have them."""
+        return {day: None for day in days}
 
 
 def attached_digests(
@@ -193,12 +233,13 @@ class LockWaitTimeout(RuntimeError):
 
 
 def _retried(write, target: AssetTarget, days: Sequence[str], log) -> list[ledger.LedgerEntry]:
-    """Run one transaction's write again after a deadlock or serialization failure (the rollback discarded its
-    stage, so a retry is a clean rerun); after TRANSIENT_ATTEMPTS the error names asset and partitions."""
+    """Run one transaction's write again after a deadlock, a serialization failure or a compare-and-swap that
+    found another writer's version live while this one still held the lock (the stage was discarded, so a retry is
+    a clean rerun); after TRANSIENT_ATTEMPTS the error names asset and partitions."""
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
         try:
             return write()
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, StalePublish) as exc:
             if attempt == TRANSIENT_ATTEMPTS:
                 raise RuntimeError(
                     f"asset {target.asset!r}, partition {_span(days)}: {type(exc).__name__} in {TRANSIENT_ATTEMPTS} "
@@ -227,7 +268,7 @@ def _blockers(postgres: PostgresResource, waited_s: float) -> str:
 
 
 def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s) -> list[ledger.LedgerEntry]:
-    """lock -> stage -> (audit passed?) -> verify -> publish -> ledger -> COMMIT, for one transaction's days."""
+    """lock -> stage -> (audit passed?) -> verify -> [intent] -> publish -> ledger -> COMMIT, for one transaction's days."""
     with postgres.connect() as conn:
         ledger.ensure_ledger(conn)
         sink.prepare(conn, target)
@@ -235,9 +276,17 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
         log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
         ledger.lock_partitions(conn, target.asset, days)
         # Any other lock (a table another session holds) is waited for at most wait_s, then named.
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}ms",))
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (_lock_timeout(),))
+        published = False
         try:
-            entries = _write_locked(sink, conn, target, days, frame, run_id, checked)
+            entries, intents = _write_locked(sink, postgres, conn, target, days, frame, run_id, checked)
+            published = True
+            if sink.publishes_in_transaction:
+                ledger.record(conn, entries)
+            else:
+                ledger.confirm(conn, intents)
+            fault_point(sink.name, "after_ledger", target.asset)
+            conn.commit()
         except psycopg.errors.LockNotAvailable:
             conn.rollback()
             raise LockWaitTimeout(
@@ -245,14 +294,90 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
                 f"(IDEM_PG_LOCK_WAIT_S) for a lock in {sink.name}; blocking: {_blockers(postgres, wait_s)}; "
                 "nothing was published, rerun the partition once that session ends"
             ) from None
+        except PartitionLockLost:
+            raise
+        except Exception as exc:
+            # Whatever failed (a COPY on a dead socket, a staged file a newer owner removed as an orphan): if the
+            # session that held the lock is gone, that is the cause to report.
+            if _session_alive(conn):
+                raise
+            raise _lock_lost(sink, target, days, exc, _outcome(sink, published)) from exc
     fault_point(sink.name, "after_commit", target.asset)
     return entries
 
 
-def _write_locked(sink, conn, target, days, frame, run_id, checked) -> list[ledger.LedgerEntry]:
-    """stage -> (audit passed?) -> verify -> publish -> ledger, inside the transaction that holds the lock."""
+def _lock_timeout() -> str:
+    return f"{int(settings.current().pg_lock_wait_s * 1000)}ms"
+
+
+def _lock_lost(sink, target, days, exc: BaseException, published: str) -> PartitionLockLost:
+    return PartitionLockLost(
+        f"asset {target.asset!r}, partition {_span(days)}: lost the partition lock in {sink.name}: the PostgreSQL "
+        f"session that held it ended ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+        f"{published}; another writer may own the partition now, rerun it if none does"
+    )
+
+
+def _outcome(sink: PartitionSink, published: bool) -> str:
+    """What a write that lost its session left, for the error message."""
+    if not published:
+        return "nothing was published"
+    if sink.publishes_in_transaction:
+        return ("its COMMIT did not complete: rolled back, unless the server committed it as the connection dropped "
+                "(`idem ledger` says which)")
+    return ("its new content is live and its ledger intent unconfirmed: readers, downstream loads and `idem verify` "
+            "resolve it from the sink")
+
+
+def _session_alive(conn: psycopg.Connection) -> bool:
+    if conn.broken or conn.closed:
+        return False
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    except psycopg.Error:  # an aborted transaction answers with an error: the session, and its lock, are alive
+        return True
+    return True
+
+
+def _hold_lock(sink, conn, target, days) -> None:
+    """Fence: the session that holds the partition lock still answers (else another writer may own the day)."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        raise _lock_lost(sink, target, days, exc, "nothing was published") from None
+
+
+def published_entries(
+    sink: PartitionSink, conn: psycopg.Connection, target: AssetTarget, days: Sequence[str]
+) -> dict[str, ledger.LedgerEntry]:
+    """The ledger row of what each of `days` publishes in the sink (days never published are absent).
+
+    The last confirmed row, unless a newer unconfirmed intent's version is what the sink holds: then that publish
+    happened and its confirmation was lost (a crash between publish and confirm), and the intent is the truth.
+    """
     store = sink.store(target)
-    previous = ledger.latest_fingerprints(conn, target.asset, sink.name, days, store)
+    latest = ledger.latest_confirmed(conn, target.asset, sink.name, days, store)
+    if sink.publishes_in_transaction:
+        return latest
+    pending = ledger.pending_intents(conn, target.asset, sink.name, days, store)
+    if pending:
+        live = sink.versions(target, sorted(pending))
+        for day, intents in pending.items():
+            hit = next((e for e in intents if e.version is not None and e.version == live.get(day)), None)
+            if hit is not None:
+                latest[day] = hit
+    return latest
+
+
+def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) -> tuple[list[ledger.LedgerEntry], list[int]]:
+    """stage -> (audit passed?) -> verify -> [intent] -> publish, in the transaction that holds the lock; returns the
+    ledger rows to record (PostgreSQL) or the intents to confirm (the other sinks)."""
+    store = sink.store(target)
+    published = published_entries(sink, conn, target, days)
+    ledger.confirm(conn, [e.id for e in published.values() if not e.confirmed])  # intents a crash left: they did publish
+    previous = {day: e.fingerprint for day, e in published.items()}
     fault_point(sink.name, "before_stage", target.asset)
     try:
         staged = sink.stage(conn, target, days, frame, run_id)
@@ -265,22 +390,33 @@ def _write_locked(sink, conn, target, days, frame, run_id, checked) -> list[ledg
         fault_point(sink.name, "after_stage", target.asset)
         sink.verify_staged(conn, target, staged, digests)
         fault_point(sink.name, "after_audit", target.asset)
-        sink.publish(conn, target, staged)
+        entries = [
+            ledger.LedgerEntry(
+                asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
+                run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
+                previous_fingerprint=previous.get(day), store=store, changed=day in changed,
+                version=None if sink.publishes_in_transaction else staged.versions[day],
+            )
+            for day in days
+        ]
+        intents = []
+        if not sink.publishes_in_transaction:
+            with postgres.connect(autocommit=True) as side:  # committed before the publish, whatever happens next
+                side.execute("SELECT set_config('lock_timeout', %s, false)", (_lock_timeout(),))
+                intents = ledger.record_intents(side, entries)
+        fault_point(sink.name, "after_intent", target.asset)
+        if not sink.publishes_in_transaction:
+            _hold_lock(sink, conn, target, days)
+        try:
+            sink.publish(conn, target, staged)
+        except StalePublish:
+            _hold_lock(sink, conn, target, days)  # lock lost: this writer is the stale one
+            raise  # lock held: a stale writer published in between; the batch is retried
     except BaseException:
         sink.discard(target, staged)
         raise
     fault_point(sink.name, "after_publish", target.asset)
-    entries = [
-        ledger.LedgerEntry(
-            asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
-            run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
-            previous_fingerprint=previous.get(day), store=store, changed=day in changed,
-        )
-        for day in days
-    ]
-    ledger.record(conn, entries)
-    fault_point(sink.name, "after_ledger", target.asset)
-    return entries
+    return entries, intents
 
 
 def changed_days(
@@ -307,10 +443,7 @@ def load_partitions(
     """The published rows of `days`; a day that was never published is an error, not an empty frame."""
     days = sorted(days)
     with postgres.connect() as conn:
-        published = (
-            ledger.latest_fingerprints(conn, target.asset, sink.name, days, sink.store(target))
-            if ledger.ledger_exists(conn) else {}
-        )
+        published = published_entries(sink, conn, target, days) if ledger.ledger_exists(conn) else {}
     missing = [d for d in days if d not in published]
     if missing:
         raise dg.DagsterInvariantViolationError(

@@ -151,6 +151,7 @@ def _rows_of(frame: pd.DataFrame, positions: list[np.ndarray | None]) -> pd.Data
 class PostgresTableSink(PartitionSink):
     name = "postgres"
     audit_during_stage = True  # staging is a rollback away from nothing: let the audit run alongside the COPY
+    publishes_in_transaction = True  # the COMMIT that publishes also writes the ledger row
 
     def __init__(
         self,

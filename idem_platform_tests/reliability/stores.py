@@ -23,7 +23,7 @@ from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
 from idem_platform.storage.search_client import ElasticsearchResource
 from idem_platform.storage.lake_store import LakeSink
 from idem_platform.storage.fingerprint import PartitionDigest, partition_digests
-from idem_platform.storage.partition_store import AssetTarget, PartitionSink
+from idem_platform.storage.partition_store import AssetTarget, PartitionSink, published_entries
 from idem_platform.storage.schema import PARTITION_COLUMN, TableDeclaration
 from idem_platform_tests.reliability.content import DECL
 from idem_platform_tests.reliability.probes import LakeProbe, PostgresProbe, Probe, SearchProbe
@@ -177,6 +177,17 @@ def latest_ledger(spec: StoreSpec, days: list[str]) -> dict[str, ledger.LedgerEn
         if entry.partition in days:
             latest[entry.partition] = entry
     return latest
+
+
+def resolved_ledger(spec: StoreSpec, days: list[str]) -> dict[str, ledger.LedgerEntry]:
+    """The ledger row of each day as readers, downstream loads and `idem verify` resolve it (intents included)."""
+    sink = spec.sink()
+    try:
+        with spec.postgres.connect() as conn:
+            return published_entries(sink, conn, spec.target(), days)
+    finally:
+        if isinstance(sink, ElasticsearchIndexSink):
+            sink.client.close()
 
 
 def ledger_chain_breaks(entries: list[ledger.LedgerEntry]) -> list[str]:

@@ -7,14 +7,15 @@ For each (store, fault point, span, mode):
    dies at the fault point (`IDEM_FAULT=<store>:<point>`, `IDEM_FAULT_MODE=exit|kill`), while a reader polls every
    day through the user's path;
 3. readers see the old content, or the new one once the store had published (the lake file replaced, the alias
-   swapped; for the table only the COMMIT publishes); the ledger still names the old content unless the crash
-   came after the commit; what the crash left behind (temp files, staged indices) is invisible to readers;
+   swapped; for the table only the COMMIT publishes); the ledger, as readers resolve it (`published_entries`:
+   an unconfirmed intent whose version the sink holds is the truth), names exactly what the sink holds, whatever
+   the point; what the crash left behind (temp files, staged indices) is invisible to readers;
 4. a rerun converges to what a single clean run leaves: the new rows and fingerprint read back, one ledger row per
    write that committed with an unbroken previous-fingerprint chain, one physical index per day, no temp files,
    no staging relations, no open transactions, no held locks.
 
-Quick matrix (`make test`): each fault point of each store once, spans and modes alternating (21 scenarios).
-Full matrix (`IDEM_RELIABILITY_FULL=1`): points x stores x {day, range} x {os._exit, SIGKILL} (84 scenarios).
+Quick matrix (`make test`): each fault point of each store once, spans and modes alternating (24 scenarios).
+Full matrix (`IDEM_RELIABILITY_FULL=1`): points x stores x {day, range} x {os._exit, SIGKILL} (96 scenarios).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from idem_platform.storage.faults import EXIT_CODE, POINTS
 from idem_platform_tests.reliability.content import digests_for, state
 from idem_platform_tests.reliability.readers import Expectation, Reader
 from idem_platform_tests.reliability.scorecard import full_matrix
-from idem_platform_tests.reliability.stores import STORES, latest_ledger, ledger_chain_breaks, visible
+from idem_platform_tests.reliability.stores import STORES, ledger_chain_breaks, resolved_ledger, visible
 from idem_platform_tests.reliability.writers import WriteSpec, publish, run_writer, wait_for
 
 DAYS = ["2026-01-05", "2026-01-06", "2026-01-07"]
@@ -67,7 +68,7 @@ def expected_crash_leftovers(store: str, point: str, days: int) -> int:
     """What a crash at `point` leaves behind, unseen by readers, for the next write of the day to remove."""
     if store == "postgres":
         return 0  # the server rolls the dead connection's transaction back
-    if point in ("after_stage", "after_audit"):
+    if point in ("after_stage", "after_audit", "after_intent"):
         return days  # a temp file / a staged index per day
     if point == "mid_stage":
         return 1 if store == "lake" else days  # the lake dies in its first file; every staged index exists already
@@ -95,9 +96,10 @@ def test_crash_at_fault_point_then_rerun_converges(store, point, span, mode, mak
 
             # What readers get right after the crash: the old content, or the new one once it was published.
             assert visible(spec, days) == (new if new_is_visible(store, point) else old)
-            committed = point == "after_commit"
-            assert {d: e.fingerprint for d, e in latest_ledger(spec, days).items()} == {
-                d: (new if committed else old)[d].fingerprint for d in days
+            # The ledger as every reader resolves it names what the sink holds: no manual step, whatever the point.
+            published = new_is_visible(store, point)
+            assert {d: e.fingerprint for d, e in resolved_ledger(spec, days).items()} == {
+                d: (new if published else old)[d].fingerprint for d in days
             }
             # Left behind for the next write (temp files, staged indices), never visible; a killed PostgreSQL
             # connection's transaction and locks go once the server notices the dead socket.
@@ -111,10 +113,10 @@ def test_crash_at_fault_point_then_rerun_converges(store, point, span, mode, mak
         assert visible(spec, days) == new
         assert spec.leftovers(days) == []
         entries = spec.ledger()
-        runs = [baseline[0].run_id] + ([crashed.run_id] if committed else []) + [rerun[0].run_id]
+        runs = [baseline[0].run_id] + ([crashed.run_id] if published else []) + [rerun[0].run_id]
         assert [e.run_id for e in entries] == [r for r in runs for _ in days]
         assert ledger_chain_breaks(entries) == []
         for entry in rerun:
             assert (entry.fingerprint, entry.row_count) == (new[entry.partition].fingerprint, new[entry.partition].rows)
-            assert entry.changed == (not committed)
+            assert entry.changed == (not published)
         assert reader.summary["samples"] > 0

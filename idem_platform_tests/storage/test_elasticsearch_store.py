@@ -201,7 +201,7 @@ def _concurrent_writes(writers: int, es, postgres, target) -> list:
 def test_concurrent_writers_end_in_one_published_index(writers, es, postgres, sink, search_asset_name):
     target = target_named(search_asset_name())
     results = _concurrent_writes(writers, es, postgres, target)
-    assert all(isinstance(r, list) for r in results), results
+    assert all(isinstance(r, list) for r in results), [str(r) for r in results if not isinstance(r, list)]
 
     index = assert_one_published_index(sink, target)
     assert count(sink, sink.read_alias(target)) == ROWS
