@@ -6,9 +6,9 @@ Two tables in the platform's layout, one with 10 and one with 1,000 days of 10k 
 `PARTITION BY LIST (partition_date)`, one partition per day. The newest day is published through the
 platform (`PostgresPartitionIOManager`'s sink, which creates the parent table with PRIMARY KEY
 (partition_date, id) and the day's partition); the older days are made by the server exactly as the sink
-lays a day out: per day a table `<asset>_p<yyyymmdd>` filled by `INSERT ... SELECT` (one day of rows is
+lays a day out: per day a table `<asset>$p<yyyymmdd>` filled by `INSERT ... SELECT` (one day of rows is
 generated once with generate_series into a temporary table and copied with each day's dates: copying is
-twice as fast as generating), then its key `<asset>_p<yyyymmdd>_pkey` PRIMARY KEY (partition_date, id) and
+twice as fast as generating), then its key `<asset>$p<yyyymmdd>$pkey` PRIMARY KEY (partition_date, id) and
 `CHECK (partition_date = day)` named `idem_day`, attached `FOR VALUES IN (day)`, 100 days per transaction;
 one ledger row per day; then VACUUM ANALYZE, so that autovacuum finds nothing left to do while the
 overwrites are timed. The ANALYZE samples few rows (default_statistics_target 1 in the set-up session):
@@ -94,7 +94,7 @@ def day_statements(sink: PostgresTableSink, target: AssetTarget, day: str) -> sq
         sql.SQL(HISTORY_ROWS).format(
             table=table, names=sql.SQL(", ").join(sql.Identifier(n) for n in MIXED.names), day=literal),
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}), ADD CONSTRAINT idem_day CHECK (partition_date = {}::date)").format(
-            table, sql.Identifier(f"{name}_pkey"), key, literal),
+            table, sql.Identifier(sink.key_name(name)), key, literal),
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(parent, table, literal),
     ])
 

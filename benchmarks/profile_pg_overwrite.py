@@ -203,7 +203,7 @@ def profile_server(dsn: str, frame, repeat: int) -> dict[str, list[float]]:
             keyed = time.perf_counter()
             sink._add_day_constraints(cur, target, DAY, stage)
             swap = time.perf_counter()
-            sink._swap_day(cur, target, DAY, stage)
+            sink._swap_days(cur, target, {DAY: stage})
             conn.commit()
             end = time.perf_counter()
             server["stage + swap (the sink's statements)"].append(end - start)

@@ -3,9 +3,9 @@
 A day is replaced inside the transaction that holds its partition lock, in one of two ways chosen by its size:
 
 - **swap** (opt-in: days of at least `IDEM_PG_SWAP_MIN_ROWS` rows; unset, never): COPY the day into a fresh staging
-  table `<asset>_p<yyyymmdd>_<run>` (no index yet: plain COPY speed), add its primary key in one sort and a
+  table `<asset>$p<yyyymmdd>$s<run>` (no index yet: plain COPY speed), add its primary key in one sort and a
   `CHECK (partition_date = day)`; publish = `DROP` the day's old partition, `ATTACH` the staged table (the
-  CHECK spares ATTACH a validation scan) and rename it `<asset>_p<yyyymmdd>`. Old rows leave by DROP TABLE,
+  CHECK spares ATTACH a validation scan) and rename it `<asset>$p<yyyymmdd>`. Old rows leave by DROP TABLE,
   not row by row, and leave no vacuum debt: a 1M-row overwrite costs about what a plain COPY costs.
 - **in place** (the default; with the swap opted in, smaller days): DELETE the day's rows and COPY the new ones through the parent table (a day
   seen for the first time gets its empty partition first). Cheaper than the swap's DDL for small days, which
@@ -24,8 +24,25 @@ it; nulls unquoted-empty, empty strings quoted), so client encoding and server p
 
 Layout: a table this sink creates is partitioned. A plain table created before (or by hand) keeps working
 with DELETE + COPY; the sink never converts a table on its own. Every identifier goes through
-`psycopg.sql.Identifier`; partition and staging names are derived from the asset name (a hash stands in for
-the tail of a long name, keeping every name within PostgreSQL's 63 bytes).
+`psycopg.sql.Identifier`.
+
+Names map one to one. An asset's table is its name; every other relation the sink makes is named
+`<base>$<part>...`, where `<base>` is the asset's name (or, past 36 bytes, its first 27 bytes, `$` and 8 hex digits
+of its SHA-1, keeping every name within PostgreSQL's 63 bytes) and each part is `pkey`, `p<yyyymmdd>` (a day) or
+`s<run>` (staging): the table's key `<base>$pkey`, a day `<base>$p<yyyymmdd>` with key `<base>$p<yyyymmdd>$pkey`,
+a staging table `<base>$p<yyyymmdd>$s<run>`. Dagster asset names match `^[A-Za-z0-9_]+$`, so no asset's table
+can hold one of these names: assets `orders` and `orders_p20260105` coexist in one schema. (Why `$` rather than
+partitions in a schema of their own: a second schema per asset schema is one more object to create, grant and
+drop, and readers' `search_path` would show it; a character no asset name holds costs nothing.)
+
+A day's partition is found by what it is, not by its name: a partition of the asset's table (`pg_inherits`) whose
+bound is exactly that day (`FOR VALUES IN (day)`). The names this sink gives now and the `<asset>_p<yyyymmdd>`
+of older versions are looked up first (a few catalog rows a day, whatever the history's length); every
+partition's bound is read only for days not found so (a new day, a partition renamed by hand). So tables laid out
+by older versions keep working: a swap replaces the old-named partition by `<base>$p<yyyymmdd>`, an in-place
+write fills it where it is. Only a partition of the asset's own table is ever dropped, and an asset whose table
+*is* an old-named day partition of another asset's table is refused, never written into (the message says how
+to rename that partition).
 """
 
 from __future__ import annotations
@@ -197,19 +214,32 @@ class PostgresTableSink(PartitionSink):
     @staticmethod
     def _base(asset: str) -> str:
         """The asset's name as a prefix of at most 36 bytes (a hash replaces the tail of a longer one), so that
-        `<base>_p<yyyymmdd>_<run>_pkey` fits PostgreSQL's 63-byte identifiers."""
+        `<base>$p<yyyymmdd>$s<run>$pkey` fits PostgreSQL's 63-byte identifiers. A shortened base holds a `$`:
+        it is never another asset's name."""
         if len(asset.encode()) <= 36:
             return asset
         digest = hashlib.sha1(asset.encode()).hexdigest()[:8]
-        return asset.encode()[:27].decode(errors="ignore") + "_" + digest
+        return asset.encode()[:27].decode(errors="ignore") + "$" + digest
+
+    @staticmethod
+    def key_name(relation: str) -> str:
+        """The name of a relation's primary key (and its index)."""
+        return f"{relation}$pkey"
 
     def day_partition(self, target: AssetTarget, day: str) -> str:
-        """The published table of a day: one fixed name per day, found without listing the partitions."""
-        return f"{self._base(target.name)}_p{day.replace('-', '')}"
+        """The name the sink gives a day's partition (an existing one is found by its bound: `_day_partitions`)."""
+        return f"{self._base(target.name)}$p{day.replace('-', '')}"
 
     def stage_name(self, target: AssetTarget, day: str, run_id: str) -> str:
-        run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
-        return f"{self.day_partition(target, day)}_{run}"
+        run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
+        return f"{self.day_partition(target, day)}$s{run}"
+
+    def _legacy_day_partition(self, target: AssetTarget, day: str) -> str:
+        """The name older versions gave a day's partition: `<asset>_p<yyyymmdd>` (a look-up hint, never trusted)."""
+        name = target.name
+        if len(name.encode()) > 36:
+            name = name.encode()[:27].decode(errors="ignore") + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        return f"{name}_p{day.replace('-', '')}"
 
     # -- container ---------------------------------------------------------------------------------------
 
@@ -223,16 +253,7 @@ class PostgresTableSink(PartitionSink):
                 (self.schema_of(target), target.name),
             )
             existing = dict(cur.fetchall())
-            cur.execute(
-                "SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = to_regclass(%s)",
-                (self.table(target).as_string(cur),),
-            )
-            parent = cur.fetchone()
-            if parent:  # e.g. asset `orders_p20260105` and the day partition of asset `orders`: never write into it
-                raise SchemaError(
-                    f"asset {target.asset!r}: its table {self.store(target)} is a day partition of {parent[0]}, "
-                    "another asset's table; nothing was written. Rename the asset or give it a key prefix"
-                )
+            self._refuse_a_taken_name(cur, target)
             if not existing:
                 columns = [
                     sql.SQL("{} {}{}").format(
@@ -242,8 +263,9 @@ class PostgresTableSink(PartitionSink):
                 ]
                 key = sql.SQL(", ").join(sql.Identifier(k) for k in decl.partition_key)
                 cur.execute(
-                    sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({})) PARTITION BY LIST ({})").format(
-                        self.table(target), sql.SQL(", ").join(columns), key, sql.Identifier(PARTITION_COLUMN)
+                    sql.SQL("CREATE TABLE {} ({}, CONSTRAINT {} PRIMARY KEY ({})) PARTITION BY LIST ({})").format(
+                        self.table(target), sql.SQL(", ").join(columns), sql.Identifier(self.key_name(self._base(target.name))),
+                        key, sql.Identifier(PARTITION_COLUMN),
                     )
                 )
                 return
@@ -261,6 +283,45 @@ class PostgresTableSink(PartitionSink):
                         f"{self.store(target)} but declared {col.type} ({expected}); migrate the table "
                         "or declare a new column: types are never changed implicitly"
                     )
+
+    def _refuse_a_taken_name(self, cur: psycopg.Cursor, target: AssetTarget) -> None:
+        """The asset's table name must be its own: not cut short by PostgreSQL, not a day partition of another
+        asset's table (as older versions named them), not another relation's index. Nothing is written otherwise."""
+        if len(target.name.encode()) > 63:
+            raise SchemaError(
+                f"asset {target.asset!r}: its name is {len(target.name.encode())} bytes and PostgreSQL cuts table names "
+                "at 63, so two such assets would share a table; nothing was written. Give the asset a shorter name"
+            )
+        cur.execute(
+            """SELECT c.relkind, i.inhparent::regclass::text, p.relname, pg_get_expr(c.relpartbound, c.oid),
+                      x.indrelid::regclass::text
+               FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent
+               LEFT JOIN pg_index x ON x.indexrelid = c.oid WHERE c.oid = to_regclass(%s)""",
+            (self.table(target).as_string(cur),),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return
+        kind, parent, parent_name, bound, indexed = row
+        if parent:  # e.g. asset `orders_p20260105` and the old-named day partition of asset `orders`
+            day = re.fullmatch(r"FOR VALUES IN \('(\d{4})-(\d{2})-(\d{2})'\)", bound or "")
+            way_out = (
+                f"rename that partition (ALTER TABLE {self.table(target).as_string(cur)} RENAME TO "
+                f"{sql.Identifier(f'{self._base(parent_name)}$p{day[1]}{day[2]}{day[3]}').as_string(cur)}: "
+                "the platform finds day partitions by their bound, not their name), "
+                if day else ""
+            )
+            raise SchemaError(
+                f"asset {target.asset!r}: its table {self.store(target)} is a day partition ({bound}) of {parent}, "
+                "another asset's table (older versions named day partitions `<asset>_p<yyyymmdd>`); nothing was "
+                f"written. Either {way_out}or give this asset a key prefix, or rename it"
+            )
+        if kind not in ("r", "p"):
+            what = f"the index {self.store(target)} of {indexed}" if indexed else f"relation {self.store(target)} (kind {kind})"
+            raise SchemaError(
+                f"asset {target.asset!r}: its table name is taken by {what}; nothing was written. Rename that "
+                "relation (older versions named a table's key `<table>_pkey`), or give this asset a key prefix"
+            )
 
     def partitioned(self, conn: psycopg.Connection, target: AssetTarget) -> bool:
         row = conn.execute(
@@ -333,8 +394,7 @@ class PostgresTableSink(PartitionSink):
                 with conn.transaction():  # a savepoint: a lock timeout undoes this attempt only
                     conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{self.lock_timeout_ms}ms",))
                     with conn.cursor() as cur:
-                        for day, (stage, _) in staged.swapped.items():
-                            self._swap_day(cur, target, day, stage)
+                        self._swap_days(cur, target, {day: stage for day, (stage, _) in staged.swapped.items()})
                 break
             except psycopg.errors.LockNotAvailable:
                 attempt += 1
@@ -397,26 +457,52 @@ class PostgresTableSink(PartitionSink):
         cur.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}), ADD CONSTRAINT idem_day CHECK ({} = {}::date)").format(
                 sql.Identifier(self.schema_of(target), name),
-                sql.Identifier(f"{name}_pkey"),
+                sql.Identifier(self.key_name(name)),
                 sql.SQL(", ").join(sql.Identifier(k) for k in target.decl.partition_key),
                 sql.Identifier(PARTITION_COLUMN),
                 sql.Literal(day),
             )
         )
 
+    def _day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str]) -> dict[str, sql.Identifier]:
+        """The partition of each day that has one: a partition of the asset's table (`pg_inherits`) whose bound is
+        exactly that day, whatever its name. The names the sink gives (now and before) are looked at first: a day
+        already published costs a few catalog rows, however long the history. Only for days not found so (a new
+        day, a partition renamed by hand) is every partition's bound read (about 15 ms for 1,000 days, once per
+        transaction). Reads the catalog only: no lock on the table (a swap must hold none before its publish)."""
+        parent = self.table(target).as_string(cur)
+        bound_is_day = "pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', d.day::date)"
+        hints = [(d, n) for d in days for n in (self.day_partition(target, d), self._legacy_day_partition(target, d))]
+        cur.execute(
+            f"""SELECT d.day, n.nspname, c.relname
+                FROM unnest(%s::text[], %s::text[]) AS d(day, name)
+                JOIN pg_namespace n ON n.nspname = %s
+                JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = d.name
+                JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = to_regclass(%s)
+                WHERE {bound_is_day}""",
+            ([d for d, _ in hints], [n for _, n in hints], self.schema_of(target), parent),
+        )
+        found = {day: sql.Identifier(schema, name) for day, schema, name in cur.fetchall()}
+        if missing := [d for d in days if d not in found]:
+            cur.execute(
+                f"""WITH c AS MATERIALIZED (
+                        SELECT c.oid, c.relname, c.relnamespace, c.relpartbound FROM pg_inherits i
+                        JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s))
+                    SELECT d.day, n.nspname, c.relname FROM unnest(%s::text[]) AS d(day)
+                    JOIN c ON {bound_is_day} JOIN pg_namespace n ON n.oid = c.relnamespace""",
+                (parent, missing),
+            )
+            found.update({day: sql.Identifier(schema, name) for day, schema, name in cur.fetchall()})
+        return found
+
     def _ensure_day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str], run_id: str) -> None:
         """Give every day that has none an empty partition (ATTACH takes SHARE UPDATE EXCLUSIVE: readers go on)."""
-        wanted = {self.day_partition(target, d): d for d in days}
-        cur.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(%s) AND relname = ANY(%s)",
-            (self.schema_of(target), list(wanted)),
-        )
-        present = {name for (name,) in cur.fetchall()}
-        for name, day in wanted.items():
-            if name not in present:
-                self._create_day_table(cur, target, day, name)
-                self._add_day_constraints(cur, target, day, name)
-                self._attach(cur, target, day, name)
+        present = self._day_partitions(cur, target, days)
+        for day in (d for d in days if d not in present):
+            name = self.day_partition(target, day)
+            self._create_day_table(cur, target, day, name)
+            self._add_day_constraints(cur, target, day, name)
+            self._attach(cur, target, day, name)
 
     def _attach(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         cur.execute(
@@ -425,27 +511,22 @@ class PostgresTableSink(PartitionSink):
             )
         )
 
-    def _swap_day(self, cur: psycopg.Cursor, target: AssetTarget, day: str, stage: str) -> None:
-        published = self.day_partition(target, day)
-        cur.execute(
-            """SELECT c.oid IS NOT NULL, i.inhparent IS NOT NULL FROM (SELECT to_regclass(%s) AS oid) c
-               LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = to_regclass(%s)""",
-            (sql.Identifier(self.schema_of(target), published).as_string(cur), self.table(target).as_string(cur)),
-        )
-        exists, ours = cur.fetchone()
-        if exists and not ours:  # a table of the same name that is not this asset's day: never drop it
-            raise SchemaError(
-                f"asset {target.asset!r}, partition {day}: {self.schema_of(target)}.{published} exists and is not a partition "
-                f"of {self.store(target)} (another asset's table?); nothing was published or dropped"
+    def _swap_days(self, cur: psycopg.Cursor, target: AssetTarget, stages: dict[str, str]) -> None:
+        """Each day's staged table becomes its partition: DROP the day's partition (found by `_day_partitions`, so
+        only a partition of this asset's table, old name or new), ATTACH the staged table, give it the day's name."""
+        published = self._day_partitions(cur, target, list(stages))
+        schema = self.schema_of(target)
+        for day, stage in stages.items():
+            if day in published:
+                cur.execute(sql.SQL("DROP TABLE {}").format(published[day]))
+            self._attach(cur, target, day, stage)
+            name = self.day_partition(target, day)
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(schema, stage), sql.Identifier(name)))
+            cur.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(schema, self.key_name(stage)), sql.Identifier(self.key_name(name))
+                )
             )
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.schema_of(target), published)))
-        self._attach(cur, target, day, stage)
-        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(self.schema_of(target), stage), sql.Identifier(published)))
-        cur.execute(
-            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(self.schema_of(target), f"{stage}_pkey"), sql.Identifier(f"{published}_pkey")
-            )
-        )
 
 
 class PostgresPartitionIOManager(PartitionIOManager):

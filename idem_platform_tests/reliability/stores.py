@@ -109,8 +109,9 @@ def _pg_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
             """SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = %s""", (spec.schema,)
         ).fetchall()
-        # the table, its key, and one published partition (+ key) per day: a staging table (`..._<run>`) is a leftover
-        published = re.compile(rf"{re.escape(spec.asset)}(_p\d{{8}})?(_pkey)?")
+        # the table, its key, and one published partition (+ key) per day: a staging table (`...$s<run>`) is a leftover
+        table, base = re.escape(spec.asset), re.escape(postgres_store.PostgresTableSink._base(spec.asset))
+        published = re.compile(rf"{table}|{base}(\$p\d{{8}})?\$pkey|{base}\$p\d{{8}}")
         found += [f"relation {spec.schema}.{name} ({kind})" for name, kind in rels if not published.fullmatch(name)]
         temp = conn.execute(
             """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

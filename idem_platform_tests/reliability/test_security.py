@@ -129,10 +129,10 @@ def test_hostile_names_and_values_in_the_postgres_sink(security_dsn, make_store,
         created = relations(security_dsn) - before
         ledger_relations = {"idem.ledger (r)", "idem.ledger_pkey (i)", "idem.ledger_id_seq (S)",
                             "idem.ledger_asset_store_partition (i)"}
-        day_table = f"{spec.schema}.{HOSTILE_ASSET}_p{DAY.replace('-', '')}"
+        day_table = f"{spec.schema}.{HOSTILE_ASSET}$p{DAY.replace('-', '')}"
         assert created == {
-            f"{spec.schema}.{HOSTILE_ASSET} (p)", f"{spec.schema}.{HOSTILE_ASSET}_pkey (I)",  # partitioned by day
-            f"{day_table} (r)", f"{day_table}_pkey (i)",
+            f"{spec.schema}.{HOSTILE_ASSET} (p)", f"{spec.schema}.{HOSTILE_ASSET}$pkey (I)",  # partitioned by day
+            f"{day_table} (r)", f"{day_table}$pkey (i)",
         } | ledger_relations
         with psycopg.connect(security_dsn) as conn:
             columns = conn.execute(

@@ -52,3 +52,26 @@ def test_a_prefix_cannot_name_the_ledger_schema(store_resources):
     with pytest.raises(Exception, match="prefix names schema 'idem'"):
         dg.materialize(bad[:1], partition_key=DAY, resources=store_resources)
 
+
+
+def test_orders_and_orders_p20260105_are_two_assets(store_resources, postgres, monkeypatch):
+    """`orders_p20260105` is a valid asset name and once was the name of `orders`'s day partition: both assets
+    materialize, in one run and again, each on its own table (the swap path here; the in-place path and the
+    old layout: test_lookalike_names.py)."""
+    monkeypatch.setenv("IDEM_PG_SWAP_MIN_ROWS", "1")
+
+    def asset_named(name: str, rows: int) -> dg.AssetsDefinition:
+        @idem_asset(name=name, columns={"id": "int", "owner": "string"}, key=["id"], io_manager_key="warehouse_io",
+                    start="2026-01-01", end="2026-01-31")
+        def _asset(context, day: str) -> pd.DataFrame:
+            return pd.DataFrame({"id": range(rows), "owner": name})
+
+        return _asset
+
+    assets = [asset_named("orders", 3), asset_named("orders_p20260105", 5)]
+    for _ in range(2):
+        dg.materialize(assets, partition_key=DAY, resources=store_resources)
+    for asset, rows in ((assets[0], 3), (assets[1], 5)):
+        target = AssetTarget.from_metadata(asset.key.to_user_string(), asset.specs_by_key[asset.key].metadata)
+        frame = store_resources["warehouse_io"].sink().read(target, [DAY])
+        assert frame[["id", "owner"]].to_dict("records") == [{"id": i, "owner": target.name} for i in range(rows)]

@@ -66,16 +66,16 @@ def read_fingerprints(postgres, days):
 def test_new_table_is_partitioned_by_day_and_large_days_are_swapped(postgres, pg_dsn):
     first = write(postgres, {DAY: 300}, "a", swap_min_rows=100)
     assert relations(pg_dsn) == {
-        "events": "p", "events_pkey": "I", "events_p20260105": "r", "events_p20260105_pkey": "i",
+        "events": "p", "events$pkey": "I", "events$p20260105": "r", "events$p20260105$pkey": "i",
     }
     second = write(postgres, {DAY: 250}, "b", run_id="run-2", swap_min_rows=100)
     assert table_state(pg_dsn) == {DAY: (250, {"b"})}
-    assert set(relations(pg_dsn)) == {"events", "events_pkey", "events_p20260105", "events_p20260105_pkey"}  # no staging table left
+    assert set(relations(pg_dsn)) == {"events", "events$pkey", "events$p20260105", "events$p20260105$pkey"}  # no staging table left
     assert second[0].fingerprint == read_fingerprints(postgres, [DAY])[DAY] != first[0].fingerprint
     with psycopg.connect(pg_dsn) as conn:  # the day partition carries the key and its bound
         constraints = dict(conn.execute(
-            "SELECT conname, contype FROM pg_constraint WHERE conrelid = 'wh.events_p20260105'::regclass").fetchall())
-    assert constraints == {"events_p20260105_pkey": "p", "idem_day": "c"}
+            """SELECT conname, contype FROM pg_constraint WHERE conrelid = 'wh."events$p20260105"'::regclass""").fetchall())
+    assert constraints == {"events$p20260105$pkey": "p", "idem_day": "c"}
 
 
 def test_small_days_are_written_in_place_and_paths_can_alternate(postgres, pg_dsn):
@@ -86,7 +86,7 @@ def test_small_days_are_written_in_place_and_paths_can_alternate(postgres, pg_ds
     assert table_state(pg_dsn) == {days[0]: (150, {"b"}), days[1]: (30, {"b"})}
     write(postgres, {days[0]: 10, days[1]: 200, days[2]: 5}, "c", run_id="run-3", swap_min_rows=100)
     assert table_state(pg_dsn) == {days[0]: (10, {"c"}), days[1]: (200, {"c"}), days[2]: (5, {"c"})}
-    assert {n for n, k in relations(pg_dsn).items() if k == "r"} == {f"events_p{d.replace('-', '')}" for d in days}
+    assert {n for n, k in relations(pg_dsn).items() if k == "r"} == {f"events$p{d.replace('-', '')}" for d in days}
     with psycopg.connect(pg_dsn) as conn:
         entries = ledger.history(conn, "events")
     assert [e.row_count for e in entries[-3:]] == [10, 200, 5]
@@ -114,7 +114,7 @@ def test_duplicate_keys_in_a_swapped_day_fail_the_audit_and_publish_nothing(post
     with pytest.raises(AuditError, match=r"events.*2026-01-05.*unique key"):
         publish_partitions(sink, postgres, TARGET, [DAY], bad, "run-bad")
     assert table_state(pg_dsn) == {DAY: (200, {"a"})}
-    assert set(relations(pg_dsn)) == {"events", "events_pkey", "events_p20260105", "events_p20260105_pkey"}
+    assert set(relations(pg_dsn)) == {"events", "events$pkey", "events$p20260105", "events$p20260105$pkey"}
     with psycopg.connect(pg_dsn) as conn:
         assert [e.run_id for e in ledger.history(conn, "events")] == ["run-1"]
 
@@ -144,7 +144,7 @@ def test_a_swap_that_cannot_get_the_lock_fails_naming_asset_and_partition_and_ke
         # readers were never queued behind the waiting swap for longer than one lock_timeout attempt
         assert reader.execute("SELECT count(*) FROM wh.events").fetchone()[0] == 200
     assert table_state(pg_dsn) == {DAY: (200, {"a"})}
-    assert set(relations(pg_dsn)) == {"events", "events_pkey", "events_p20260105", "events_p20260105_pkey"}
+    assert set(relations(pg_dsn)) == {"events", "events$pkey", "events$p20260105", "events$p20260105$pkey"}
     with psycopg.connect(pg_dsn) as conn:
         assert [e.run_id for e in ledger.history(conn, "events")] == ["run-1"]
     write(postgres, {DAY: 150}, "b", run_id="run-3", swap_min_rows=100)  # a rerun repairs
@@ -171,4 +171,4 @@ def test_long_asset_names_get_distinct_partition_names_within_postgres_limits(po
     b = AssetTarget("x" * 50 + "_second", DECL, AuditRules())
     names = {sink.day_partition(t, DAY) for t in (a, b)} | {sink.stage_name(t, DAY, "0f3c9a2e-1111") for t in (a, b)}
     assert len(names) == 4
-    assert all(len((n + "_pkey").encode()) <= 63 for n in names)
+    assert all(len(sink.key_name(n).encode()) <= 63 for n in names)
