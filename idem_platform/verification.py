@@ -27,7 +27,7 @@ from pydantic import Field
 from .partitions import days_between, parse_range, validate_partition_keys
 from .storage import dry_run, ledger
 from .storage.fingerprint import PartitionDigest, partition_digests, row_hashes
-from .storage.partition_store import KEY_METADATA, AssetTarget, PartitionIOManager
+from .storage.partition_store import KEY_METADATA, AssetTarget, PartitionIOManager, published_entries
 from .storage.schema import PARTITION_COLUMN
 
 EXIT_CODES = {"identical": 0, "differs": 1, "drifted": 2}
@@ -70,13 +70,10 @@ class PartitionVerdict:
 
 
 def published_digests(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> dict[str, PartitionDigest]:
+    """What the ledger says each day publishes, an intent a crash left unconfirmed resolved from the sink."""
     sink = io_manager.sink()
     with io_manager.postgres.connect() as conn:
-        rows = [
-            e for e in ledger.history(conn, asset=target.asset, days=days)
-            if e.sink == sink.name and e.store == sink.store(target)
-        ]
-    latest = {e.partition: e for e in rows}
+        latest = published_entries(sink, conn, target, days) if ledger.ledger_exists(conn) else {}
     return {d: PartitionDigest(e.row_count, e.fingerprint) for d, e in latest.items()}
 
 
