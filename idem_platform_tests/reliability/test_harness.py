@@ -133,7 +133,8 @@ def test_deadlocks_failed_or_retried_are_counted(tmp_path):
     with pytest.raises(AssertionError, match="deadlocks 2"):
         with card.scenario("concurrency/x", "concurrency", "postgres") as sc:
             with sc.publishing():  # what partition_store._retried logs before it retries
-                logging.getLogger("idem_platform.storage").warning("x: DeadlockDetected writing 2026-01-01, retrying (1)")
+                logging.getLogger("idem_platform.storage").warning(
+                    "x: DeadlockDetected writing 2026-01-01, retrying (1)")
             sc.writer_error("RuntimeError: asset 'x', partition 2026-01-01: DeadlockDetected in 3 attempts")
             sc.writer_error("ConnectionError: the search server went away")  # not a deadlock
             sc.add_reader({"samples": 1, "partial": 0, "duplicates": 0, "lost": 0, "examples": [],
@@ -178,7 +179,8 @@ def test_a_day_not_what_the_ledger_names_is_a_stale_publish(make_store):
         publish(spec, "old", {DAY: 30}, f"old-{uuid.uuid4()}")
         assert stale_publishes(spec, [DAY]) == []
         if kind == "lake":  # a writer the ledger never heard of replaced the file
-            frame_for("new", {DAY: 20}).to_parquet(os.path.join(spec.lake_root, spec.asset, f"{DAY}.parquet"), index=False)
+            path = os.path.join(spec.lake_root, spec.asset, f"{DAY}.parquet")
+            frame_for("new", {DAY: 20}).to_parquet(path, index=False)
         else:
             with psycopg.connect(spec.dsn, autocommit=True) as conn:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE n > 10 * 1000003").format(sql.Identifier(spec.schema, spec.asset)))
