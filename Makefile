@@ -27,10 +27,11 @@ dev: install
 worker: install
 	deploy/celery/worker.sh
 
-# The full fault matrix (>= 60 fault scenarios over the three stores) and its scorecard; `make test` runs the quick one.
+# The full reliability matrix (>= 150 scenarios, >= 60 of them with a fault, over the three stores) and its
+# scorecard; `make test` runs the quick one.
 reliability: install
 	IDEM_RELIABILITY_FULL=1 $(BIN)/pytest idem_platform_tests/reliability -q
-	$(BIN)/python -m idem_platform_tests.reliability.scorecard --min-fault-scenarios 60
+	$(BIN)/python -m idem_platform_tests.reliability.scorecard --min-fault-scenarios 60 --min-scenarios 150
 
 test: install
 	$(BIN)/pytest

@@ -6,6 +6,7 @@ an `Observed` (total rows, distinct keys, rows per generation) per day, for a ju
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,12 +31,17 @@ class Observed:
 
 
 class Probe:
-    """Reads days the way a user of the store would; `None` for a day that is not there."""
+    """Reads days the way a user of the store would; `None` for a day that is not there.
+
+    A probe that reads each day with requests of its own records when each was read (`timing`: (path, day) ->
+    (monotonic start, end), reset by every `sample`); without it a sample's time is its whole poll's.
+    """
 
     paths: tuple[str, ...] = ("",)
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec
+        self.timing: dict[tuple[str, str], tuple[float, float]] = {}
 
     def sample(self, days: list[str]) -> dict[tuple[str, str], Observed | None]:  # (path, day) -> observed
         raise NotImplementedError
@@ -45,22 +51,47 @@ class Probe:
 
 
 class PostgresProbe(Probe):
-    """`SELECT partition_date, gen, count(*), count(DISTINCT key)` on the table: one statement, one snapshot."""
+    """`SELECT partition_date, gen, count(*), count(DISTINCT key)` on the table: one statement, one snapshot.
+
+    With `spec.reader_isolation` (REPEATABLE READ, SERIALIZABLE) every sample is a transaction of that level whose
+    snapshot is taken first (`SELECT txid_current_snapshot()`, which touches no table), `SNAPSHOT_GAP_S` before
+    its one read of the asset's table: a publish that lands in the gap is committed after the snapshot and before
+    the table is read, the case where only an MVCC-safe publish shows the old day whole.
+    """
+
+    SNAPSHOT_GAP_S = 0.01
 
     def __init__(self, spec):
         super().__init__(spec)
         self.conn = psycopg.connect(spec.dsn, autocommit=True, application_name="idem_reliability_reader")
+        self.isolation = spec.reader_isolation
+        assert self.isolation in ("", "REPEATABLE READ", "SERIALIZABLE"), self.isolation
         gen = sql.Identifier(spec.gen_column) if spec.gen_column else sql.Literal("*")
         self.query = sql.SQL(
             "SELECT {p}::text, {g}, count(*), count(DISTINCT {k}) FROM {t} WHERE {p} = ANY(%s::date[]) GROUP BY 1, 2"
         ).format(p=sql.Identifier(PARTITION_COLUMN), g=gen, k=sql.Identifier(spec.key),
                  t=sql.Identifier(spec.schema, spec.asset))
 
+    def read(self, days) -> list[tuple]:
+        if not self.isolation:
+            return self.conn.execute(self.query, (days,)).fetchall()
+        self.conn.execute(f"BEGIN ISOLATION LEVEL {self.isolation} READ ONLY")
+        try:
+            self.conn.execute("SELECT txid_current_snapshot()").fetchone()  # the snapshot; no table touched
+            time.sleep(self.SNAPSHOT_GAP_S)
+            return self.conn.execute(self.query, (days,)).fetchall()
+        finally:
+            self.conn.execute("ROLLBACK")
+
     def sample(self, days):
         try:
-            rows = self.conn.execute(self.query, (days,)).fetchall()
+            rows = self.read(days)
         except psycopg.errors.UndefinedTable:
             return {("", d): None for d in days}
+        return self.observe(rows, days)
+
+    def observe(self, rows: list[tuple], days: list[str]) -> dict[tuple[str, str], Observed]:
+        """The samples of `days` from the rows of `self.query`."""
         out: dict[str, list] = {d: [0, 0, {}] for d in days}
         for day, gen, n, distinct in rows:
             out[day][0] += n
@@ -83,16 +114,19 @@ class LakeProbe(Probe):
     """
 
     def sample(self, days):
-        out = {}
+        out, self.timing = {}, {}
         for day in days:
             path = Path(self.spec.lake_root) / self.spec.asset / f"{day}.parquet"
             columns = [self.spec.key] + ([self.spec.gen_column] if self.spec.gen_column else [])
+            start = time.monotonic()
             try:
                 with open(path, "rb") as fh:
                     frame = pq.read_table(fh, columns=columns).to_pandas()
             except FileNotFoundError:
                 out[("", day)] = None
                 continue
+            finally:
+                self.timing[("", day)] = (start, time.monotonic())
             gens = frame[self.spec.gen_column].value_counts().to_dict() if self.spec.gen_column else (
                 {"*": len(frame)} if len(frame) else {})
             out[("", day)] = Observed(len(frame), frame[self.spec.key].nunique(), {str(k): int(v) for k, v in gens.items()})
@@ -132,11 +166,14 @@ class SearchProbe(Probe):
         return Observed(total, distinct, gens)
 
     def sample(self, days):
-        out = {}
+        out, self.timing = {}, {}
         read_alias = self.sink.read_alias(self.target)
         for day in days:
+            start = time.monotonic()
             out[("day-alias", day)] = self._observe(self.sink.day_alias(self.target, day), None)
+            middle = time.monotonic()
             read = self._observe(read_alias, {"term": {PARTITION_COLUMN: day}})
+            self.timing.update({("day-alias", day): (start, middle), ("read-alias", day): (middle, time.monotonic())})
             # The read alias exists once any day is published; a day not yet published shows there as 0 rows.
             out[("read-alias", day)] = read
         return out

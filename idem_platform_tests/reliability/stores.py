@@ -3,8 +3,9 @@
 `StoreSpec` names one store of one scenario (its own PostgreSQL schema, lake root or index prefix, and a unique asset
 name) in a picklable form, so writer and reader processes can rebuild it. It builds the platform's own sink
 (`PostgresTableSink`, `LakeSink`, `ElasticsearchIndexSink`), a reader probe (probes.py), and the leftover check
-(staging relations, temp files, orphan indices, open transactions, held locks). `visible`, `latest_ledger` and
-`ledger_chain_breaks` read the end state back: what each day publishes, and what the ledger says of it.
+(staging relations, temp files, orphan indices, open transactions, held locks). `visible`, `latest_ledger`,
+`stale_publishes` and `ledger_chain_breaks` read the end state back: what each day publishes, and what the ledger
+says of it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class StoreSpec:
     pg_swap_min_rows: int = 100  # days of this many rows are staged and swapped in, smaller ones written in place
     es_replicas: int = 0
     declaration: str = "reliability"  # see `declaration()`
+    reader_isolation: str = ""  # postgres readers: "" (READ COMMITTED, autocommit), REPEATABLE READ, SERIALIZABLE
 
     @property
     def postgres(self) -> PostgresResource:
@@ -189,6 +191,23 @@ def resolved_ledger(spec: StoreSpec, days: list[str]) -> dict[str, ledger.Ledger
     finally:
         if isinstance(sink, ElasticsearchIndexSink):
             sink.client.close()
+
+
+def stale_publishes(spec: StoreSpec, days: list[str]) -> list[str]:
+    """Days whose published content (rows and fingerprint read back) is not what the ledger's latest row of the
+    day names: a sink holding a writer the ledger does not name as the latest, or a write that failed after it
+    had published. A day with no ledger row must publish nothing. The ledger is read as readers resolve it: an
+    unconfirmed intent whose version the sink holds names the day (see `resolved_ledger`)."""
+    published, latest = visible(spec, days), resolved_ledger(spec, days)
+    found = []
+    for day in days:
+        entry = latest.get(day)
+        named = (entry.row_count, entry.fingerprint) if entry else (0, published[day].fingerprint)
+        if (published[day].rows, published[day].fingerprint) != named:
+            found.append(f"{spec.kind} {spec.asset} {day}: publishes {published[day].rows} rows "
+                         f"{published[day].fingerprint}, the ledger's latest row names "
+                         + (f"{entry.row_count} rows {entry.fingerprint} (run {entry.run_id})" if entry else "nothing"))
+    return found
 
 
 def ledger_chain_breaks(entries: list[ledger.LedgerEntry]) -> list[str]:

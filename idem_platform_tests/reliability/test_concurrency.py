@@ -12,6 +12,10 @@ Two layers:
   complete day; the end state is the content of the writer the ledger names last; the ledger of each day is one
   unbroken chain (each row's previous fingerprint is the row before's), which is what serialization means.
 
+Each run (CLI process) or writer process is a publish window of the scenario: some reader samples must fall inside
+one; a run that failed or logged a deadlock counts one; the end state of every store must be what the ledger's
+latest row names (no stale publish). Writers of *different* days at once: test_neighbours.py.
+
 Quick matrix: CLI N in {3, 10} same day; writer processes N=10 same day and N=3 overlapping ranges, per store.
 Full matrix: CLI N in {3, 10} x {same day, overlapping ranges}; writers N in {3, 10} x {same day, ranges}.
 """
@@ -23,7 +27,8 @@ import uuid
 
 import pytest
 
-from idem_platform_tests.cli_runs import materialize_command, start
+from idem_platform_tests.cli_runs import materialize_command
+from idem_platform_tests.reliability.dagster_runs import CliRun, names_asset, run_together
 from idem_platform_tests.reliability.content import digests_for, state
 from idem_platform_tests.reliability.processes import forkserver
 from idem_platform_tests.reliability.readers import Expectation, Reader
@@ -33,9 +38,10 @@ from idem_platform_tests.reliability.stores import (
     StoreSpec,
     latest_ledger,
     ledger_chain_breaks,
+    stale_publishes,
     visible,
 )
-from idem_platform_tests.reliability.writers import WriteSpec, start_writer
+from idem_platform_tests.reliability.writers import WriteSpec, WriterProcesses
 
 WINDOW = ["2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05", "2026-02-06"]
 CLI_ROWS = 200  # IDEM_PEOPLE_PER_DAY of the CLI runs
@@ -87,23 +93,25 @@ def test_concurrent_cli_runs_publish_each_day_once(rel_cli_env, runs, shape, sco
     expectation = Expectation({d: [{"*": CLI_ROWS}] for d in days}, present_from_start=False)
 
     started = time.perf_counter()
+    commands = []
+    for span in plan:
+        args = {"partition": span[0]} if shape == "day" else {"partition_range": f"{span[0]}...{span[-1]}"}
+        commands.append(cli_command(select, **args))
     with Reader(specs, expectation, process=True) as reader:
-        procs = []
-        for span in plan:
-            args = {"partition": span[0]} if shape == "day" else {"partition_range": f"{span[0]}...{span[-1]}"}
-            procs.append(start(cli_command(select, **args), env))
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        cli_runs = run_together(commands, env)
         summary = reader.stop()
     seconds = time.perf_counter() - started
 
-    failed = [(p.returncode, out[-2500:]) for p, out in zip(procs, outputs) if p.returncode != 0]
+    failed = [(r.returncode, r.output[-2500:]) for r in cli_runs if r.returncode != 0]
     run_ids = {e.run_id for e in specs[0].ledger()}  # the lake rows name this test's runs (its own lake root)
     problems = []
     for spec in specs:  # one scenario per store; every store is checked even when one fails
         try:
             with scorecard.scenario(f"concurrency/cli/{runs}x{shape}/{spec.kind}", "concurrency", spec.kind) as sc:
+                record_cli_runs(sc, cli_runs, spec, [s.asset for s in specs])
                 sc.add_reader(summary, store=spec.kind)
                 assert not failed, failed[0]
+                sc.record_stale(stale_publishes(spec, days))
                 _assert_cli_end_state(spec, plan, days, run_ids)
         except AssertionError as exc:
             problems.append(exc)
@@ -111,6 +119,16 @@ def test_concurrent_cli_runs_publish_each_day_once(rel_cli_env, runs, shape, sco
         raise problems[0]
     assert summary["samples"] > 0
     print(f"{runs} CLI runs ({shape}): {seconds:.1f} s, {summary['samples']} reader samples, states {summary['states']}")
+
+
+def record_cli_runs(sc, cli_runs: list[CliRun], spec: StoreSpec, assets: list[str]) -> None:
+    """Each CLI run is a publish window of every store it writes; a deadlock line counts for the store whose
+    asset it names (for every store when it names none)."""
+    for run in cli_runs:
+        sc.window(run.start, run.end)
+        for line in run.deadlock_lines():
+            if names_asset(line, spec.asset) or not any(names_asset(line, a) for a in assets):
+                sc.writer_error(line)
 
 
 def _assert_cli_end_state(spec: StoreSpec, plan: list[list[str]], days: list[str], run_ids: set[str]) -> None:
@@ -142,14 +160,13 @@ def test_concurrent_writer_processes_serialize_per_day(store, writers, shape, ma
         run_ids = {gen: f"{gen}-{uuid.uuid4()}" for gen in plan}
         with Reader([spec], Expectation(accepted, present_from_start=False), process=True) as reader:
             barrier = forkserver().Barrier(writers)
-            procs = [
-                start_writer(WriteSpec(spec, gen, tuple(sorted(rows.items())), run_ids[gen]), barrier)
-                for gen, rows in plan.items()
-            ]
-            for p in procs:
-                p.join(180)
+            procs = WriterProcesses(sc)
+            for gen, rows in plan.items():
+                procs.start(WriteSpec(spec, gen, tuple(sorted(rows.items())), run_ids[gen]), barrier)
+            exitcodes = procs.join(180)
             sc.add_reader(reader.stop())
-        assert [p.exitcode for p in procs] == [0] * writers
+        assert exitcodes == [0] * writers, procs.errors
+        sc.record_stale(stale_publishes(spec, days))
 
         entries = spec.ledger()
         assert ledger_chain_breaks(entries) == []

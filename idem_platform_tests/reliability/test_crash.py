@@ -5,14 +5,16 @@ For each (store, fault point, span, mode):
 1. publish the `old` generation (a day, or a 3-day range) cleanly;
 2. a writer process reruns with the `new` generation (fewer rows; in a range the third day becomes empty) and
    dies at the fault point (`IDEM_FAULT=<store>:<point>`, `IDEM_FAULT_MODE=exit|kill`), while a reader polls every
-   day through the user's path;
+   day through the user's path (the crashed writer and the rerun are the scenario's publish windows: some reader
+   samples must fall inside them);
 3. readers see the old content, or the new one once the store had published (the lake file replaced, the alias
    swapped; for the table only the COMMIT publishes); the ledger, as readers resolve it (`published_entries`:
    an unconfirmed intent whose version the sink holds is the truth), names exactly what the sink holds, whatever
    the point; what the crash left behind (temp files, staged indices) is invisible to readers;
 4. a rerun converges to what a single clean run leaves: the new rows and fingerprint read back, one ledger row per
    write that committed with an unbroken previous-fingerprint chain, one physical index per day, no temp files,
-   no staging relations, no open transactions, no held locks.
+   no staging relations, no open transactions, no held locks; what each sink publishes is what the ledger's
+   latest row names (no stale publish).
 
 Quick matrix (`make test`): each fault point of each store once, spans and modes alternating (24 scenarios).
 Full matrix (`IDEM_RELIABILITY_FULL=1`): points x stores x {day, range} x {os._exit, SIGKILL} (96 scenarios).
@@ -31,7 +33,7 @@ from idem_platform.storage.faults import EXIT_CODE, POINTS
 from idem_platform_tests.reliability.content import digests_for, state
 from idem_platform_tests.reliability.readers import Expectation, Reader
 from idem_platform_tests.reliability.scorecard import full_matrix
-from idem_platform_tests.reliability.stores import STORES, ledger_chain_breaks, resolved_ledger, visible
+from idem_platform_tests.reliability.stores import STORES, ledger_chain_breaks, resolved_ledger, stale_publishes, visible
 from idem_platform_tests.reliability.writers import WriteSpec, publish, run_writer, wait_for
 
 DAYS = ["2026-01-05", "2026-01-06", "2026-01-07"]
@@ -92,7 +94,7 @@ def test_crash_at_fault_point_then_rerun_converges(store, point, span, mode, mak
         baseline = publish(spec, "old", old_rows, f"baseline-{uuid.uuid4()}")
         with Reader([spec], Expectation(accepted)) as reader:
             crashed = WriteSpec(spec, "new", tuple(sorted(new_rows.items())), f"crashed-{uuid.uuid4()}", point, mode)
-            assert run_writer(crashed) == EXPECTED_EXIT[mode], f"the writer did not die at {store}:{point}"
+            assert run_writer(crashed, scenario=sc) == EXPECTED_EXIT[mode], f"the writer did not die at {store}:{point}"
 
             # What readers get right after the crash: the old content, or the new one once it was published.
             assert visible(spec, days) == (new if new_is_visible(store, point) else old)
@@ -106,8 +108,10 @@ def test_crash_at_fault_point_then_rerun_converges(store, point, span, mode, mak
             expected = expected_crash_leftovers(store, point, len(days))
             assert wait_for(lambda: len(spec.leftovers(days)) == expected), spec.leftovers(days)
 
-            rerun = publish(spec, "new", new_rows, f"rerun-{uuid.uuid4()}")
+            with sc.publishing():  # the rerun's publish window (the crashed writer's: run_writer)
+                rerun = publish(spec, "new", new_rows, f"rerun-{uuid.uuid4()}")
         sc.add_reader(reader.stop())
+        sc.record_stale(stale_publishes(spec, days))
 
         # The end state of a single clean run of the new content.
         assert visible(spec, days) == new

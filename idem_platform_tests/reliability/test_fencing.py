@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from idem_platform_tests.reliability.content import digests_for, frame_for, stat
 from idem_platform_tests.reliability.processes import forkserver
 from idem_platform_tests.reliability.readers import Expectation, Reader
 from idem_platform_tests.reliability.scorecard import full_matrix
-from idem_platform_tests.reliability.stores import STORES, StoreSpec, resolved_ledger, visible
+from idem_platform_tests.reliability.stores import STORES, StoreSpec, resolved_ledger, stale_publishes, visible
 from idem_platform_tests.reliability.writers import publish, wait_for
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
@@ -85,19 +86,24 @@ def test_a_writer_that_lost_its_lock_never_publishes(store, point, span, make_st
     with scorecard.scenario(f"fencing/{store}/{point}/{span}", "concurrency", store, faults=1, fault_mode="session") as sc:
         publish(spec, "old", dict.fromkeys(days, ROWS["old"]), f"old-{uuid.uuid4()}")
         with Reader([spec], Expectation(accepted)) as reader:
+            a_started = time.monotonic()  # A's window: from its start to its end (it may publish before it pauses)
             a = forkserver().Process(target=_writer_a, args=(spec, days, point, pause, outcome))
             a.start()
             assert wait_for(lambda: Path(f"{pause}.reached").exists() or not a.is_alive(), timeout=60)
             assert a.is_alive(), f"writer A ended before {point}: {Path(outcome).read_text() if Path(outcome).exists() else ''}"
             assert terminate_lock_holders(spec, days), "A's session held no partition lock"
 
-            b_entries = publish(spec, "b", dict.fromkeys(days, ROWS["b"]), f"b-{uuid.uuid4()}")
+            with sc.publishing():
+                b_entries = publish(spec, "b", dict.fromkeys(days, ROWS["b"]), f"b-{uuid.uuid4()}")
             Path(pause).touch()
             a.join(60)
+            sc.window(a_started, time.monotonic())
             assert a.exitcode == 0 and Path(outcome).exists(), f"writer A did not finish (exit {a.exitcode})"
         sc.add_reader(reader.stop())
 
         ended = Path(outcome).read_text()
+        sc.writer_error(ended)
+        sc.record_stale(stale_publishes(spec, days))
         assert ended.startswith("PartitionLockLost") and "lost the partition lock" in ended, ended
         # B's content and B's ledger row, everywhere; nothing of A's left staged.
         assert visible(spec, days) == b

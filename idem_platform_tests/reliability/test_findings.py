@@ -14,6 +14,7 @@ import time
 import uuid
 
 from idem_platform_tests.reliability.scorecard import full_matrix
+from idem_platform_tests.reliability.stores import stale_publishes
 from idem_platform_tests.reliability.writers import publish
 
 DAY = "2026-03-02"
@@ -24,11 +25,14 @@ def test_lake_read_during_a_concurrent_republish_never_fails(make_store, scoreca
     publish(spec, "w00", {DAY: 40}, f"first-{uuid.uuid4()}")
     stop, errors, reads = threading.Event(), [], 0
 
+    sample_times = []  # ("lake", start, end, 1) per read, as in a reader's summary
+
     def republish() -> None:
         i = 0
-        while not stop.is_set():
-            i += 1
-            publish(spec, f"w{i % 5:02d}", {DAY: 40 + 7 * (i % 5)}, f"again-{uuid.uuid4()}")
+        with sc.publishing():  # the republish loop is one long publish window
+            while not stop.is_set():
+                i += 1
+                publish(spec, f"w{i % 5:02d}", {DAY: 40 + 7 * (i % 5)}, f"again-{uuid.uuid4()}")
 
     with scorecard.scenario("concurrency/lake/read_during_republish", "concurrency", "lake") as sc:
         writer = threading.Thread(target=republish)
@@ -38,7 +42,9 @@ def test_lake_read_during_a_concurrent_republish_never_fails(make_store, scoreca
         try:
             while not errors and time.monotonic() < deadline:
                 try:
+                    began = time.monotonic()
                     frame = sink.read(target, [DAY])  # what a downstream asset's load_input does
+                    sample_times.append(("lake", began, time.monotonic(), 1))
                     reads += 1
                     assert frame["gen"].nunique() == 1 and len(frame) == 40 + 7 * int(frame["gen"].iloc[0][1:])
                 except OSError as exc:
@@ -47,5 +53,6 @@ def test_lake_read_during_a_concurrent_republish_never_fails(make_store, scoreca
             stop.set()
             writer.join()
         sc.add_reader({"samples": reads + len(errors), "partial": len(errors), "duplicates": 0, "lost": 0,
-                       "examples": [f"reader error: lake {e!r}"[:300] for e in errors]})
+                       "examples": [f"reader error: lake {e!r}"[:300] for e in errors], "sample_times": sample_times})
+        sc.record_stale(stale_publishes(spec, [DAY]))
         assert errors == [], f"read {reads + 1} of the day failed during a concurrent republish: {errors[0]!r}"

@@ -20,7 +20,7 @@ import pytest
 from idem_platform_tests.reliability.content import digests_for, state
 from idem_platform_tests.reliability.processes import forkserver
 from idem_platform_tests.reliability.readers import Expectation, Reader
-from idem_platform_tests.reliability.stores import STORES, visible
+from idem_platform_tests.reliability.stores import STORES, stale_publishes, visible
 from idem_platform_tests.reliability.test_fencing import _writer_a
 from idem_platform_tests.reliability.writers import publish, wait_for
 
@@ -48,6 +48,7 @@ def test_writers_of_other_assets_and_days_run_while_a_write_is_open(store, make_
         for spec in (x, y):
             publish(spec, "old", dict.fromkeys(DAYS, 20), f"old-{uuid.uuid4()}")
         with Reader([x, y], Expectation(accepted)) as reader:
+            a_started = time.monotonic()
             a = forkserver().Process(target=_writer_a, args=(x, DAYS[:1], "after_audit", pause, outcome))
             a.start()
             assert wait_for(lambda: Path(f"{pause}.reached").exists() or not a.is_alive(), timeout=60), "A never paused"
@@ -56,14 +57,17 @@ def test_writers_of_other_assets_and_days_run_while_a_write_is_open(store, make_
 
             started = time.monotonic()
             for spec, day in ((y, DAYS[0]), (x, DAYS[1]), (y, DAYS[1])):
-                publish(spec, "b", {day: 30}, f"b-{uuid.uuid4()}")
+                with sc.publishing():
+                    publish(spec, "b", {day: 30}, f"b-{uuid.uuid4()}")
                 assert held_partition_locks(x.dsn, x.asset, DAYS[0]) == holder  # A still mid-write: overlapped
             assert time.monotonic() - started < BOUND_S
 
             Path(pause).touch()
             a.join(60)
+            sc.window(a_started, time.monotonic())
             assert Path(outcome).read_text() == "published"
         sc.add_reader(reader.stop())
+        sc.record_stale(stale_publishes(x, DAYS) + stale_publishes(y, DAYS))
 
     assert visible(x, DAYS) == {DAYS[0]: digests_for("a", {DAYS[0]: 40})[DAYS[0]], DAYS[1]: digests_for("b", {DAYS[1]: 30})[DAYS[1]]}
     assert visible(y, DAYS) == digests_for("b", dict.fromkeys(DAYS, 30))

@@ -6,7 +6,8 @@
   namespace when the suite runs as root, whom permission bits do not stop; `chmod a-w` otherwise).
 
 Each time: the run fails with an error naming the cause, a reader polling throughout sees only the old complete
-content, the ledger is untouched, and a retry once the service is back converges to a clean end state.
+content, the ledger is untouched, and a retry once the service is back converges to a clean end state whose
+content is what the ledger's latest row names. The faulted run and the retry are the publish windows.
 
 The PostgreSQL and search faults are injected at the store's own `mid_stage` fault point (its `fault_point` is
 swapped, in this process only, for a hook that takes the service away instead of killing the process) and run
@@ -32,7 +33,13 @@ from idem_platform_tests.cli_runs import run
 from idem_platform_tests.reliability.content import digests_for, state
 from idem_platform_tests.reliability.dagster_runs import dagster_asset, failure_message, materialize
 from idem_platform_tests.reliability.readers import Expectation, Reader
-from idem_platform_tests.reliability.stores import StoreSpec, latest_ledger, ledger_chain_breaks, visible
+from idem_platform_tests.reliability.stores import (
+    StoreSpec,
+    latest_ledger,
+    ledger_chain_breaks,
+    stale_publishes,
+    visible,
+)
 from idem_platform_tests.reliability.tcp_proxy import TcpProxy
 from idem_platform_tests.reliability.test_concurrency import cli_command
 
@@ -64,12 +71,14 @@ def _faulted_then_retried(spec: StoreSpec, resources: dict, io_key: str, scoreca
         with Reader([spec], Expectation(accepted)) as reader:
             fault_point_owner.fault_point = hook
             try:
-                failed = materialize(dagster_asset(spec, io_key, "new", NEW), resources, days)
+                with sc.publishing():
+                    failed = materialize(dagster_asset(spec, io_key, "new", NEW), resources, days)
             finally:
                 fault_point_owner.fault_point = original
             assert taken and taken[0], "the service was not taken away at mid_stage"
             assert not failed.success
             message = failure_message(failed)
+            sc.writer_error(message)
             assert spec.asset in message and any(c in message for c in cause), message[-3000:]
             sc.note = _cause_line(message, cause)
             # Nothing partial, nothing new: the old content and its ledger row, exactly.
@@ -77,9 +86,12 @@ def _faulted_then_retried(spec: StoreSpec, resources: dict, io_key: str, scoreca
             assert spec.ledger() == [published]
 
             bring_back()
-            retried = materialize(dagster_asset(spec, io_key, "new", NEW), resources, days)
+            with sc.publishing():
+                retried = materialize(dagster_asset(spec, io_key, "new", NEW), resources, days)
+            sc.writer_error(failure_message(retried))
             assert retried.success, failure_message(retried)[-3000:]
             sc.add_reader(reader.stop())
+        sc.record_stale(stale_publishes(spec, days))
         assert visible(spec, days) == digests_for("new", NEW)
         assert {d: e.fingerprint for d, e in latest_ledger(spec, days).items()} == {
             d: p.fingerprint for d, p in digests_for("new", NEW).items()}
@@ -163,21 +175,26 @@ def test_lake_directory_read_only(rel_cli_env, scorecard):
         with Reader([spec], Expectation(accepted)) as reader:
             os.chmod(folder, 0o555)
             try:
-                failed = run(command, env)
+                with sc.publishing():  # the CLI run's process, from its start to its end
+                    failed = run(command, env)
             finally:
                 os.chmod(folder, 0o755)
             output = failed.stdout + failed.stderr
+            sc.writer_error(output)
             assert failed.returncode != 0
             assert ("Read-only file system" in output or "Permission denied" in output) and folder in output, output[-3000:]
             sc.note = _cause_line(output, ("Read-only file system", "Permission denied"))
             assert visible(spec, [DAY])[DAY].fingerprint == published.fingerprint
             assert spec.ledger() == [published]
 
-            retried = dg.materialize([raw_people], partition_key=DAY, resources=resources,  # writable again
-                                     run_config={"ops": {"raw_people": {"config": {"rows_per_day": 200}}}},
-                                     instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+            with sc.publishing():
+                retried = dg.materialize([raw_people], partition_key=DAY, resources=resources,  # writable again
+                                         run_config={"ops": {"raw_people": {"config": {"rows_per_day": 200}}}},
+                                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+            sc.writer_error(failure_message(retried))
             assert retried.success, failure_message(retried)[-3000:]
             sc.add_reader(reader.stop())
+        sc.record_stale(stale_publishes(spec, [DAY]))
         after = spec.ledger()
         assert len(after) == 2 and ledger_chain_breaks(after) == []
         assert visible(spec, [DAY])[DAY] == type(visible(spec, [DAY])[DAY])(200, after[-1].fingerprint)
