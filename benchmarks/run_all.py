@@ -33,6 +33,7 @@ SCRIPTS = {
     "es_overwrite": "bench_es_overwrite.py",
     "backfill": "bench_backfill.py",
     "memory": "bench_memory.py",
+    "verify": "bench_verify.py",
 }
 
 
