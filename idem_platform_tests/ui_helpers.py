@@ -293,12 +293,15 @@ class CeleryWorker:
 
 
 @contextlib.contextmanager
-def celery_workers(env: dict[str, str], names: list[str], log_dir: Path, timeout: float = 120) -> Iterator[list[CeleryWorker]]:
-    """Start `deploy/celery/worker.sh NAME` for each name, wait until every one is ready; stop them all after."""
+def celery_workers(env: dict[str, str] | list[dict[str, str]], names: list[str], log_dir: Path,
+                   timeout: float = 120) -> Iterator[list[CeleryWorker]]:
+    """Start `deploy/celery/worker.sh NAME` for each name (`env`: one for all, or one per worker), wait until every
+    one is ready; stop them all after."""
+    envs = env if isinstance(env, list) else [env] * len(names)
     workers = [
-        CeleryWorker(name, start_in_group([str(REPO / "deploy" / "celery" / "worker.sh"), name], env,
+        CeleryWorker(name, start_in_group([str(REPO / "deploy" / "celery" / "worker.sh"), name], worker_env,
                                           log_dir / f"worker-{name}.log"), log_dir / f"worker-{name}.log")
-        for name in names
+        for name, worker_env in zip(names, envs)
     ]
     try:
         for worker in workers:

@@ -55,8 +55,9 @@ class CliRun:
         return [line.strip()[:300] for line in self.output.splitlines() if "deadlock" in line.lower()]
 
 
-def run_together(commands: list[list[str]], env: dict[str, str], timeout: float = 600) -> list[CliRun]:
-    """Start every command at once and wait for all; each run's output, exit code and [start, end]."""
+def run_together(commands: list[list[str]], env: dict[str, str] | list[dict[str, str]], timeout: float = 600) -> list[CliRun]:
+    """Start every command at once (`env`: one for all, or one per command) and wait for all; each run's output,
+    exit code and [start, end]."""
     from idem_platform_tests.cli_runs import start
 
     runs = [CliRun(command) for command in commands]
@@ -70,10 +71,11 @@ def run_together(commands: list[list[str]], env: dict[str, str], timeout: float 
         run.returncode = proc.returncode
         run.end = time.monotonic()
 
+    envs = env if isinstance(env, list) else [env] * len(commands)
     threads = []
-    for run in runs:
+    for run, run_env in zip(runs, envs):
         run.start = time.monotonic()
-        thread = threading.Thread(target=wait, args=(run, start(run.command, env)), daemon=True)
+        thread = threading.Thread(target=wait, args=(run, start(run.command, run_env)), daemon=True)
         thread.start()
         threads.append(thread)
     for thread in threads:

@@ -1,7 +1,8 @@
 """Scale-out on Celery: two workers writing two different days at once, with a reader process polling throughout.
 
 Set up as docs/operating.md tells an operator (and as test_celery.py does): the instance file
-deploy/celery/dagster.yaml, two `deploy/celery/worker.sh NAME` workers on a queue of the test's own, the broker
+deploy/celery/dagster.yaml, two `deploy/celery/worker.sh NAME` workers, each on a queue of its own (each run sends
+its steps to one of them, `IDEM_CELERY_QUEUE`, so both workers write, whatever the load on the machine), the broker
 of the machine (RabbitMQ at 127.0.0.1:5672; Redis at 127.0.0.1:6379 too in the full matrix). Both days are first
 published in-process with 150 people each; then two `dagster asset materialize -f deploy/celery/definitions.py
 --select raw_people,people --partition DAY` runs start together, one per day, with 200 people a day, and their
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -102,18 +105,35 @@ def test_two_celery_workers_write_two_days_at_once(broker, rel_cli_env, scorecar
            "IDEM_CELERY_BROKER": broker_url, "IDEM_CELERY_BACKEND": backend_url, "IDEM_CELERY_QUEUE": queue}
     env.setdefault("IDEM_VENV", sys.prefix)  # worker.sh's virtualenv: this one (a worktree has no .venv of its own)
     names = [f"{queue}-a", f"{queue}-b"]
+    # Run i sends its steps to worker i's queue. Each worker pauses its lake write (IDEM_FAULT_MODE=pause, after the
+    # audit: lock held, file staged) until both are there: the two days are written at once, whatever the load.
+    pauses = [tmp_path / f"resume-{name[-1]}" for name in names]
+    envs = [{**env, "IDEM_CELERY_QUEUE": name, "IDEM_FAULT": "lake:after_audit", "IDEM_FAULT_MODE": "pause",
+             "IDEM_FAULT_PAUSE": str(pause), "IDEM_FAULT_ASSET": "raw_people"} for name, pause in zip(names, pauses)]
+
+    def release_together() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not all(Path(f"{p}.reached").exists() for p in pauses):
+            time.sleep(0.05)
+        for pause in pauses:
+            pause.touch()
     commands = [[str(BIN / "dagster"), "asset", "materialize", "-f", str(CELERY_DEFINITIONS),
                  "--select", "raw_people,people", "--partition", day] for day in days]
     accepted = {day: [{"*": OLD_ROWS}, {"*": NEW_ROWS}] for day in days}
 
     with scorecard.scenario(f"concurrency/celery/{broker}/2_workers_2_days", "concurrency", "postgres+lake") as sc:
         try:
-            with celery_workers(env, names, tmp_path):
+            with celery_workers(envs, names, tmp_path):
                 with Reader(specs, Expectation(accepted), process=True) as reader:
-                    runs = run_together(commands, env)
+                    releaser = threading.Thread(target=release_together, daemon=True)
+                    releaser.start()
+                    runs = run_together(commands, envs)
+                    releaser.join()
+                    assert all(Path(f"{p}.reached").exists() for p in pauses), "a worker never reached its lake write"
                     sc.add_reader(reader.stop())
         finally:
-            delete_celery_queue(broker_url, queue)
+            for name in names:
+                delete_celery_queue(broker_url, name)
         for run in runs:
             for line in run.deadlock_lines():
                 sc.writer_error(line)
