@@ -33,6 +33,7 @@ from .storage.audit import AuditError
 from .storage.elasticsearch_store import ElasticsearchPartitionIOManager
 from .storage.lake_store import LakePartitionIOManager
 from .storage.ledger import LedgerEntry
+from .storage.partition_store import LockWaitTimeout, PartitionLockLost
 from .storage.postgres_store import PostgresPartitionIOManager
 from .storage.schema import Column, SchemaError
 from .storage.search_client import ElasticsearchResource
@@ -50,7 +51,9 @@ __all__ = [
     "LakePartitionIOManager",
     "LakeResource",
     "LedgerEntry",
+    "LockWaitTimeout",
     "POSTGRES",
+    "PartitionLockLost",
     "PartitionVerdict",
     "PostgresPartitionIOManager",
     "PostgresResource",
