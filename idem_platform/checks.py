@@ -2,7 +2,9 @@
 
 For each asset declared with `@idem_asset`, per partition of the run (the checks are partitioned like the asset):
 
-- `unique_key`: no two rows of a day share the declared key, as the sink holds them now;
+- `unique_key`: no two rows of a day share the declared key, as the sink holds them now; only for sinks that do
+  not enforce the key themselves (the lake). A PostgreSQL table's primary key and an index's one document per
+  `_id` make duplicates impossible there, so the check could never fail and is not generated;
 - `fingerprint_matches_ledger`: the sink's content hashes to the fingerprint the ledger recorded at publish,
   i.e. nobody changed the partition behind the pipeline's back (the same test as `idem verify`'s `drifted`);
 - `row_count_matches_upstream`: where the asset declares `same_rows_as=<upstream>`, its day has as many rows
@@ -13,7 +15,7 @@ the audit before publish is what keeps bad data out; these checks watch what hap
 """
 
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
@@ -42,7 +44,21 @@ def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str,
     return dg.AssetCheckResult(passed=not failed, metadata=only)
 
 
-def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
+# The platform's default IO manager keys whose sinks enforce the key (used when no resources are given).
+KEY_ENFORCING_IO_KEYS = frozenset({"warehouse_io", "search_io"})
+
+
+def sink_enforces_key(io_key: str, resources: Mapping[str, object] | None) -> bool:
+    """Whether the IO manager bound to `io_key` stores one row per key by construction."""
+    io_manager = (resources or {}).get(io_key)
+    if io_manager is None:
+        return io_key in KEY_ENFORCING_IO_KEYS
+    return bool(getattr(io_manager, "enforces_key", False))
+
+
+def partition_checks(
+    assets_def: dg.AssetsDefinition, resources: Mapping[str, object] | None = None
+) -> list[dg.AssetChecksDefinition]:
     key = assets_def.key
     io_key = assets_def.get_io_manager_key_for_asset_key(key)
     target = _target(assets_def)
@@ -81,7 +97,7 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
             per_day[day] = (ledger_fp == now[day].fingerprint, {"ledger": ledger_fp or "", "sink": now[day].fingerprint})
         return _report(context, key, "fingerprint_matches_ledger", per_day)
 
-    checks = [unique_key, fingerprint_matches_ledger]
+    checks = [fingerprint_matches_ledger] if sink_enforces_key(io_key, resources) else [unique_key, fingerprint_matches_ledger]
     upstream = assets_def.specs_by_key[key].metadata.get(SAME_ROWS_METADATA)
     if upstream:
 
@@ -106,13 +122,17 @@ def partition_checks(assets_def: dg.AssetsDefinition) -> list[dg.AssetChecksDefi
     return checks
 
 
-def checks_for(assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
-    """Checks for every asset declared with `@idem_asset` (those with a declared key)."""
+def checks_for(
+    assets: Iterable[dg.AssetsDefinition], resources: Mapping[str, object] | None = None
+) -> list[dg.AssetChecksDefinition]:
+    """Checks for every asset declared with `@idem_asset` (those with a declared key). `resources` (the code
+    location's) say which sink each asset's IO manager key is bound to; without them the platform's default
+    keys are assumed (`warehouse_io`, `search_io` enforce the key, any other key gets `unique_key`)."""
     with quiet_dagster_warnings():
         return [
             check
             for assets_def in assets
             if isinstance(assets_def, dg.AssetsDefinition)
             and KEY_METADATA in assets_def.specs_by_key[assets_def.key].metadata
-            for check in partition_checks(assets_def)
+            for check in partition_checks(assets_def, resources)
         ]

@@ -8,8 +8,8 @@ returns a `dg.Definitions` with:
   loads): `warehouse_io` (PostgreSQL tables), `lake_io` (Parquet files), `search_io` (Elasticsearch indices),
   `postgres` (the server that holds the ledger and the partition locks). Resources you pass are added, and
   replace the platform's of the same key;
-- the generated asset checks of every `@idem_asset` (`unique_key`, `fingerprint_matches_ledger`,
-  `row_count_matches_upstream`), plus the checks you pass;
+- the generated asset checks of every `@idem_asset` (`fingerprint_matches_ledger`, `row_count_matches_upstream`,
+  and `unique_key` where the sink does not enforce the key: the lake), plus the checks you pass;
 - `verify_job` (recompute without publishing and compare, from the UI), plus your jobs;
 - the in-process executor (a day partition is small and a subprocess per step costs seconds; pass
   `executor=` to scale out, e.g. dagster-celery's);
@@ -61,13 +61,14 @@ def idem_definitions(
 ) -> dg.Definitions:
     """A `dg.Definitions` with the platform's resources, generated checks, `verify_job` and executor."""
     assets = list(assets)
+    resources = {**platform_resources(), **(resources or {})}
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*checks_for(assets), *asset_checks],
+        asset_checks=[*checks_for(assets, resources), *asset_checks],
         jobs=[*jobs, verify_job],
         schedules=list(schedules),
         sensors=list(sensors),
-        resources={**platform_resources(), **(resources or {})},
+        resources=resources,
         executor=executor or dg.in_process_executor,
         **definitions_kwargs,
     )

@@ -12,7 +12,8 @@ wraps `@dg.asset` with what every asset of the platform needs:
 - the declared columns as Dagster `TableSchema` metadata (the stores build DDL and mappings from it), the key and
   the audit bounds as metadata;
 - **the day as the user's unit**: a function with a `day` parameter is called once per day of the run, with
-  that day (`YYYY-MM-DD`) and its upstream frames cut to that day; the platform fills `partition_date` when the
+  that day (`YYYY-MM-DD`) and, in a range run, its upstream frames cut to that day (in a one-day run they are
+  what Dagster mapped to the day, e.g. the previous day of a self-dependency); the platform fills `partition_date` when the
   returned frame has none. Or `day_column="..."` names the column the day comes from (a timestamp is read in the
   asset's timezone). Otherwise the frame must carry `partition_date` itself, and an error says so;
 - the returned frame coerced to the declared dtypes and fingerprinted once per day; the digests travel to the
@@ -42,6 +43,7 @@ from .storage.partition_store import (
     KEY_METADATA,
     SAME_ROWS_METADATA,
     SCHEMA_METADATA,
+    described_value,
 )
 from .storage.schema import PARTITION_COLUMN, Column, SchemaError, TableDeclaration
 
@@ -85,7 +87,7 @@ def _with_partition_date(
 ) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise dg.DagsterInvariantViolationError(
-            f"asset {asset!r} returned {type(frame).__name__}, not a pandas DataFrame, for partition "
+            f"asset {asset!r} returned {described_value(frame)}, not a pandas DataFrame, for partition "
             f"{days[0] if len(days) == 1 else f'{days[0]}...{days[-1]}'}: return the day's rows as a DataFrame "
             "(an empty DataFrame with the declared columns for a day without rows)"
         )
@@ -171,8 +173,11 @@ def idem_asset(
                 return fill(fn(context, *args, **kwargs), day=None)
             frames = []
             for day in days:
-                day_args = [_rows_of_day(a, day) for a in args]
-                day_kwargs = {k: _rows_of_day(v, day) for k, v in kwargs.items()}
+                # One day: the upstream frames are what Dagster mapped to it (a previous day too, for an offset
+                # mapping or a self-dependency); a range: each day gets the upstream rows of its own day.
+                cut = (lambda value, _: value) if len(days) == 1 else _rows_of_day
+                day_args = [cut(a, day) for a in args]
+                day_kwargs = {k: cut(v, day) for k, v in kwargs.items()}
                 frames.append(fill(fn(context, *day_args, **{DAY_PARAMETER: day}, **day_kwargs), day=day))
             return _concat(frames)
 

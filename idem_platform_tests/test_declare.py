@@ -101,7 +101,7 @@ def test_an_output_that_is_not_a_frame_is_named(store_resources):
     def nothing(context):
         return None
 
-    with pytest.raises(dg.DagsterInvariantViolationError, match="'nothing' returned NoneType.*2025-01-05"):
+    with pytest.raises(dg.DagsterInvariantViolationError, match="'nothing' returned None, not a pandas DataFrame.*2025-01-05"):
         _materialize([nothing], store_resources, partition="2025-01-05")
 
 

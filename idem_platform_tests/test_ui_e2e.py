@@ -135,8 +135,8 @@ def test_dev_ui_shows_partition_launched_through_graphql(dev_env, tmp_path):
 
                 page.goto(f"{dev.url}/assets/people?view=checks", wait_until="domcontentloaded")
                 dismiss_dialogs(page, wait_ms=1000)
-                expect(page.get_by_text("Checks (3)")).to_be_visible(timeout=60_000)
-                for check in ("unique_key", "fingerprint_matches_ledger", "row_count_matches_upstream"):
+                expect(page.get_by_text("Checks (2)")).to_be_visible(timeout=60_000)
+                for check in ("fingerprint_matches_ledger", "row_count_matches_upstream"):  # no unique_key: a table
                     # the list renders after the tab's header (slow hosts: seconds later)
                     expect(page.get_by_text(check).first).to_be_visible(timeout=60_000)
                 checks = page_text(page)
@@ -167,7 +167,7 @@ def test_dev_ui_shows_partition_launched_through_graphql(dev_env, tmp_path):
         assert DAY in overview
 
         # the checks tab lists the generated checks
-        for check in ("unique_key", "fingerprint_matches_ledger", "row_count_matches_upstream"):
+        for check in ("fingerprint_matches_ledger", "row_count_matches_upstream"):  # no unique_key: a table
             assert check in checks
 
         # 4. Ctrl-C stops everything idem dev started

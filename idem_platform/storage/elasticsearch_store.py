@@ -6,7 +6,10 @@
 
 - prepare: put the asset's index template (`<asset>-*`, 1 shard, `dynamic: strict` mappings from the declared
   columns). Composable templates never merge, so the create call below repeats the mappings: a higher-priority
-  template of someone else cannot silently change the types.
+  template of someone else cannot silently change the types. Schema evolution: a declared type that differs from
+  the template's mapping is refused (the message every sink gives); a new column is added (older days' documents
+  read it as null); a dropped column stays in the template (so it cannot come back with another type) and is
+  left out of reads. A key change needs no migration: each day is a new index whose `_id`s come from the key.
 - stage: first delete the day's orphans (physical indices of the day under neither alias: leftovers of crashed
   writes; the partition lock is held, so no live writer owns them). Then create a new index per day (0 replicas,
   refresh off) and stream the frame into it with `helpers.streaming_bulk`: documents are generated in row
@@ -50,7 +53,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import numpy as np
@@ -60,8 +63,15 @@ from elasticsearch import NotFoundError, helpers
 
 from .faults import fault_point
 from .search_client import ElasticsearchResource
-from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, StagedVersions, StalePublish
-from .schema import PARTITION_COLUMN, TableDeclaration
+from .partition_store import (
+    AssetTarget,
+    PartitionIOManager,
+    PartitionSink,
+    StagedVersions,
+    StalePublish,
+    type_change_refused,
+)
+from .schema import LOGICAL_TYPES, PARTITION_COLUMN, TableDeclaration
 
 # Above the built-in templates of Elasticsearch (priority 100, e.g. `logs-*-*`): patterns that overlap at equal
 # priority are refused, and an asset called `logs` must not have its indices turned into a data stream.
@@ -189,12 +199,36 @@ class ElasticsearchIndexSink(PartitionSink):
     # verbs ------------------------------------------------------------------------------------------------
 
     def prepare(self, conn, target: AssetTarget) -> None:
+        mappings = self.mappings(target.decl)
+        mappings["properties"] = {**self._refuse_type_changes(target), **mappings["properties"]}
         self.client.indices.put_index_template(
             name=self.template_name(target),
             index_patterns=[f"{self.read_alias(target)}-*"],
             priority=TEMPLATE_PRIORITY,
-            template={"settings": {"number_of_shards": 1}, "mappings": self.mappings(target.decl)},
+            template={"settings": {"number_of_shards": 1}, "mappings": mappings},
         )
+
+    def _refuse_type_changes(self, target: AssetTarget) -> dict:
+        """A declared type must be the one the asset's template maps (the published days' indices were made from
+        it): the same refusal, with the same message, as the other sinks. Fields the template has and the
+        declaration does not (dropped columns) stay in the template, so declaring one again with another type is
+        refused too; new columns are added. Returns the dropped columns' mappings (kept in the template)."""
+        try:
+            found = self.client.indices.get_index_template(name=self.template_name(target)).body
+        except NotFoundError:
+            return {}
+        templates = found.get("index_templates") or []
+        if not templates:
+            return {}
+        properties = templates[0]["index_template"].get("template", {}).get("mappings", {}).get("properties", {})
+        by_mapping = {json.dumps(t.elasticsearch, sort_keys=True): name for name, t in LOGICAL_TYPES.items()}
+        for col in target.decl.columns:
+            mapped = properties.get(col.name)
+            if mapped is None or mapped == col.logical.elasticsearch:
+                continue
+            old = by_mapping.get(json.dumps(mapped, sort_keys=True), json.dumps(mapped, sort_keys=True))
+            raise type_change_refused(target.asset, col.name, old, col.type, f"the index template {self.template_name(target)}")
+        return {name: m for name, m in properties.items() if name not in target.decl.names}
 
     def orphans(self, target: AssetTarget, day: str) -> list[str]:
         """Physical indices of the day under neither alias: leftovers of crashed writes."""
@@ -422,6 +456,8 @@ def _reason(error: Any) -> str:
 
 class ElasticsearchPartitionIOManager(PartitionIOManager):
     """Daily partitions of an asset as Elasticsearch indices: `<asset>-YYYY.MM.DD` per day, `<asset>` for all."""
+
+    enforces_key: ClassVar[bool] = True  # one row per key by construction: no `unique_key` check
 
     es: ElasticsearchResource
     replicas: int = 1

@@ -15,11 +15,22 @@
 
 A day with no rows is published as an empty file carrying the schema, so its old rows disappear.
 Parquet keeps the canonical dtypes, so reading back gives the same frame and the same fingerprint.
+
+Schema evolution, as in the other sinks: every day is a file of its own, written with the columns declared then.
+- prepare: the types the asset ever declared are recorded in `<asset dir>/_idem_schema.json` (for a lake written
+  before that file existed: read from the newest day's file); a declared type that differs from the recorded
+  one is refused with the same message as in PostgreSQL and the index. Dropped columns stay recorded, so a
+  column dropped and declared again with another type is refused too.
+- read: a file without a column declared since (nullable) reads it as nulls; a column of a file that is no
+  longer declared is left out. A missing NOT NULL column (a key added since) is an error naming the day.
+- a key change needs no migration here: each day is replaced whole and the audit checks the new key on every
+  write; days written before the change are checked by the `unique_key` asset check.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 from collections.abc import Sequence
@@ -32,11 +43,19 @@ import pyarrow.parquet as pq
 
 from ..resources import LakeResource
 from .faults import fault_point
-from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, StagedVersions, StalePublish
-from .schema import PARTITION_COLUMN
+from .partition_store import (
+    AssetTarget,
+    PartitionIOManager,
+    PartitionSink,
+    StagedVersions,
+    StalePublish,
+    type_change_refused,
+)
+from .schema import PARTITION_COLUMN, SchemaError
 
 SUFFIX = ".parquet"
 VERSION_KEY = b"idem.version"
+SCHEMA_FILE = "_idem_schema.json"  # {"columns": {name: logical type}}: every type the asset ever declared
 
 
 def file_version(path: Path) -> str | None:
@@ -53,6 +72,23 @@ def file_version(path: Path) -> str | None:
         return token.decode()
     st = path.stat()
     return f"file:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def logical_type(arrow_type: pa.DataType) -> str | None:
+    """The declared type a Parquet column of the platform was written from (None: not one of them)."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "string"
+    if pa.types.is_integer(arrow_type):
+        return "int"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_boolean(arrow_type):
+        return "bool"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp" if arrow_type.tz else "date"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    return None
 
 
 @contextmanager
@@ -87,6 +123,36 @@ class LakeSink(PartitionSink):
 
     def store(self, target: AssetTarget) -> str:
         return str(self.lake.asset_dir(target.asset))
+
+    def prepare(self, conn, target: AssetTarget) -> None:
+        """Refuse a changed column type; record the declared types (see the module's docstring)."""
+        directory = self.lake.asset_dir(target.asset)
+        declared = {c.name: c.type for c in target.decl.columns}
+        with _directory_lock(directory):
+            recorded = self._recorded_types(directory)
+            for name, new in declared.items():
+                old = recorded.get(name)
+                if old is not None and old != new:
+                    raise type_change_refused(target.asset, name, old, new, f"the lake ({directory})")
+            if {**recorded, **declared} != recorded:
+                temp = directory / f".{SCHEMA_FILE}.{os.getpid()}.tmp"
+                temp.write_text(json.dumps({"columns": {**recorded, **declared}}, indent=1, sort_keys=True))
+                os.replace(temp, directory / SCHEMA_FILE)
+
+    @staticmethod
+    def _recorded_types(directory: Path) -> dict[str, str]:
+        try:
+            return dict(json.loads((directory / SCHEMA_FILE).read_text())["columns"])
+        except FileNotFoundError:
+            pass
+        days = sorted(directory.glob(f"????-??-??{SUFFIX}"))
+        if not days:
+            return {}
+        try:
+            schema = pq.read_schema(days[-1])
+        except (OSError, pa.ArrowInvalid):
+            return {}
+        return {f.name: t for f in schema if (t := logical_type(f.type)) is not None}
 
     def orphans(self, target: AssetTarget, day: str) -> list[Path]:
         """Temp files of crashed writes of this day."""
@@ -151,9 +217,26 @@ class LakeSink(PartitionSink):
                 raise FileNotFoundError(f"asset {target.asset!r} day {day}: lake file {path} is missing")
             # One descriptor for the whole read: a concurrent os.replace then cannot mix two files' bytes.
             with open(path, "rb") as fh:
-                frames.append(pd.read_parquet(fh))
+                present = set(pq.read_schema(fh).names)
+                fh.seek(0)
+                columns = [n for n in target.decl.names if n in present]
+                frames.append(_with_declared_columns(pd.read_parquet(fh, columns=columns), target, day, path))
         frame = pd.concat(frames, ignore_index=True) if frames else target.decl.empty_frame()
         return target.decl.coerce(frame, what=f"lake files of {target.asset!r}")
+
+
+def _with_declared_columns(frame: pd.DataFrame, target: AssetTarget, day: str, path: Path) -> pd.DataFrame:
+    """A day's file as the asset declares its columns now: a nullable column declared since reads as nulls."""
+    missing = [c for c in target.decl.columns if c.name not in frame.columns]
+    required = [c.name for c in missing if not c.nullable]
+    if required:
+        raise SchemaError(
+            f"asset {target.asset!r} day {day}: lake file {path} has no column(s) {required}, declared NOT NULL "
+            "since it was written; rematerialize the day"
+        )
+    if not missing:
+        return frame
+    return frame.assign(**{c.name: pd.Series([None] * len(frame), dtype=object) for c in missing})
 
 
 class LakePartitionIOManager(PartitionIOManager):

@@ -28,7 +28,9 @@ fails), which hides its cost behind the COPY. Very long ranges are published in 
 
 `PartitionIOManager` is the Dagster face of this: it reads the asset's declaration from its definition
 metadata, runs the write for every partition of the run (a range run publishes every day of the range, empty
-days included) and attaches per-partition metadata (row_count, fingerprint, changed) to the materializations.
+days included) and attaches per-partition metadata (`dagster/partition_row_count`, fingerprint, changed) to the
+materializations. It loads inputs as Dagster's database IO managers do (`load_input`): no mapped day is an empty
+frame, `AssetIn(metadata={"columns": [...]})` a column subset, an unpartitioned downstream the published days.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -53,7 +55,7 @@ from .dry_run import capture as capture_dry_run_frame
 from .audit import AuditRules, audit_frame
 from .faults import fault_point
 from .fingerprint import PartitionDigest, partition_digests
-from .schema import PARTITION_COLUMN, TableDeclaration
+from .schema import PARTITION_COLUMN, SchemaError, TableDeclaration
 
 DIGESTS_ATTR = "idem.partition_digests"
 KEY_METADATA = "idem/key"
@@ -85,6 +87,23 @@ class AssetTarget:
     def prefix(self) -> tuple[str, ...]:
         return tuple(self.asset.split("/")[:-1])
 
+    def narrowed(self, columns: Sequence[str]) -> AssetTarget:
+        """The same asset, declaring only `columns` plus what a read needs (the day and the key): what a sink
+        reads for `AssetIn(metadata={"columns": [...]})`."""
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise dg.DagsterInvariantViolationError(
+                f"asset {self.asset!r}: the input metadata 'columns' must be a list of column names, not {columns!r}"
+            )
+        unknown = [c for c in columns if c not in self.decl.names]
+        if unknown:
+            raise dg.DagsterInvariantViolationError(
+                f"asset {self.asset!r} has no column(s) {unknown} (input metadata 'columns'); "
+                f"its declared columns are {self.decl.names}"
+            )
+        keep = {*columns, *self.decl.partition_key}
+        decl = TableDeclaration(tuple(c for c in self.decl.columns if c.name in keep), self.decl.key)
+        return AssetTarget(self.asset, decl, self.rules)
+
     @classmethod
     def from_metadata(cls, asset: str, metadata: dict[str, Any]) -> AssetTarget:
         schema = metadata.get(SCHEMA_METADATA)
@@ -105,6 +124,15 @@ class StagedVersions:
     where: dict[str, Any]
     versions: dict[str, str]
     expected: dict[str, str | None]
+
+
+def type_change_refused(asset: str, column: str, old: str, new: str, where: str) -> SchemaError:
+    """The one message every sink gives when a declared column type changes."""
+    return SchemaError(
+        f"asset {asset!r}: column {column!r} changed type from {old} to {new}; {where} holds it as {old}. "
+        "Types are never changed implicitly: declare the column as "
+        f"{old} again, or declare a new column (a new name) of type {new}"
+    )
 
 
 class StalePublish(RuntimeError):
@@ -438,19 +466,62 @@ def changed_days(
 
 
 def load_partitions(
-    sink: PartitionSink, postgres: PostgresResource, target: AssetTarget, days: Sequence[str]
+    sink: PartitionSink,
+    postgres: PostgresResource,
+    target: AssetTarget,
+    days: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    allow_missing: bool = False,
+    log: logging.Logger | dg.DagsterLogManager = _log,
 ) -> pd.DataFrame:
-    """The published rows of `days`; a day that was never published is an error, not an empty frame."""
+    """The published rows of `days` (only `columns` and `partition_date`, when given).
+
+    No days (the first partition of a self-dependent asset: its previous day lies before the start) is an empty
+    frame of the declared columns. A day that was never published is an error, unless `allow_missing`: then the
+    published days are loaded and the missing ones logged (count and the first few).
+    """
     days = sorted(days)
+    narrowed = target.narrowed(columns) if columns is not None else target
+    if not days:
+        return _selected(narrowed.decl.empty_frame(), target, columns)
     with postgres.connect() as conn:
         published = published_entries(sink, conn, target, days) if ledger.ledger_exists(conn) else {}
     missing = [d for d in days if d not in published]
-    if missing:
+    if missing and not allow_missing:
         raise dg.DagsterInvariantViolationError(
             f"asset {target.asset!r} has no published partition {_span(missing)} in {sink.name}; "
             f"materialize it first (dagster asset materialize --select {target.asset} --partition {missing[0]})"
         )
-    return sink.read(target, days)
+    if missing:
+        shown = ", ".join(missing[:MISSING_SHOWN]) + (", ..." if len(missing) > MISSING_SHOWN else "")
+        log.warning(
+            f"{target.asset}: loading {len(days) - len(missing)} published of {len(days)} partitions from "
+            f"{sink.name}; {len(missing)} never published: {shown}"
+        )
+        days = [d for d in days if d in published]
+        if not days:
+            return _selected(narrowed.decl.empty_frame(), target, columns)
+    return _selected(sink.read(narrowed, days), target, columns)
+
+
+MISSING_SHOWN = 5
+
+
+def _selected(frame: pd.DataFrame, target: AssetTarget, columns: Sequence[str] | None) -> pd.DataFrame:
+    """The requested columns in the requested order, `partition_date` last unless requested (it tells days apart)."""
+    if columns is None:
+        return frame
+    names = [*columns, *([] if PARTITION_COLUMN in columns else [PARTITION_COLUMN])]
+    return frame[names]
+
+
+def described_value(value: object) -> str:
+    """What an asset returned, for an error message: `None`, or its type and the start of its repr."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def _span(days: Sequence[str]) -> str:
@@ -475,6 +546,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
 
     postgres: PostgresResource
     dry_run: bool = False  # audit and hand the frame to `idem verify` instead of publishing
+    enforces_key: ClassVar[bool] = False  # True: the sink holds one row per key itself (no `unique_key` check)
 
     @abc.abstractmethod
     def sink(self) -> PartitionSink: ...
@@ -484,6 +556,12 @@ class PartitionIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError(f"asset {target.asset!r} must be daily-partitioned")
         days = list(context.asset_partition_keys)
+        if not isinstance(obj, pd.DataFrame):
+            raise dg.DagsterInvariantViolationError(
+                f"asset {target.asset!r} returned {described_value(obj)} for partition {_span(days)}, not a pandas "
+                f"DataFrame: return the day's rows as a DataFrame (an empty DataFrame with the declared columns "
+                f"{target.decl.names} for a day without rows); nothing was published"
+            )
         # A verification run (tagged by `idem verify` / verify_job) never publishes, whatever the IO manager's
         # configuration: the tag, not a swapped resource, is the switch, so it works on any code location.
         if self.dry_run or CAPTURE_TAG in context.step_context.run_tags:
@@ -511,6 +589,18 @@ class PartitionIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        """The upstream days Dagster mapped to this run, as Dagster's database IO managers load them:
+
+        - no days (a self-dependent asset's first partition): an empty frame of the declared columns;
+        - `AssetIn(metadata={"columns": [...]})`: only those columns (and `partition_date`);
+        - an unpartitioned downstream, or `AssetIn(metadata={"allow_missing_partitions": True})`: the published
+          days, the missing ones logged; otherwise a day never published is an error that says what to run.
+        """
         upstream = context.upstream_output
         target = AssetTarget.from_metadata(context.asset_key.to_user_string(), upstream.definition_metadata)
-        return load_partitions(self.sink(), self.postgres, target, list(context.asset_partition_keys))
+        metadata = context.definition_metadata or {}
+        allow_missing = bool(metadata.get("allow_missing_partitions")) or not context.has_partition_key
+        return load_partitions(
+            self.sink(), self.postgres, target, list(context.asset_partition_keys),
+            columns=metadata.get("columns"), allow_missing=allow_missing, log=context.log,
+        )

@@ -55,6 +55,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,8 @@ from .. import settings
 from ..resources import META_SCHEMA, PostgresResource
 from .faults import fault_point
 from .fingerprint import PartitionDigest
-from .partition_store import AssetTarget, PartitionIOManager, PartitionSink
-from .schema import PARTITION_COLUMN, SchemaError
+from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, type_change_refused
+from .schema import LOGICAL_TYPES, PARTITION_COLUMN, SchemaError
 
 COPY_CHUNK_ROWS = 32_768  # ~5 MB of CSV for a 10-column row: small enough to keep a few in flight
 COPY_QUEUE_CHUNKS = 2  # encoded chunks waiting for the connection (bounds the extra memory)
@@ -83,6 +84,11 @@ _INFO_SCHEMA_TYPES = {
     "boolean": "boolean",
     "date": "date",
     "timestamptz": "timestamp with time zone",
+}
+
+
+_LOGICAL_OF_INFO_SCHEMA = {
+    _INFO_SCHEMA_TYPES[t.postgres]: name for name, t in LOGICAL_TYPES.items()
 }
 
 
@@ -278,11 +284,33 @@ class PostgresTableSink(PartitionSink):
                         )
                     )
                 elif existing[col.name] != expected:
-                    raise SchemaError(
-                        f"asset {target.asset!r}: column {col.name!r} is {existing[col.name]} in table "
-                        f"{self.store(target)} but declared {col.type} ({expected}); migrate the table "
-                        "or declare a new column: types are never changed implicitly"
-                    )
+                    old = _LOGICAL_OF_INFO_SCHEMA.get(existing[col.name], existing[col.name])
+                    raise type_change_refused(target.asset, col.name, old, col.type, f"table {self.store(target)}")
+            self._refuse_a_key_change(cur, target)
+
+    def _refuse_a_key_change(self, cur: psycopg.Cursor, target: AssetTarget) -> None:
+        """The table's primary key must be the declared one: rows the new key allows would fail as a raw
+        `UniqueViolation`. A changed key is refused, with the statement that migrates the table."""
+        cur.execute(
+            """SELECT c.conname, array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_constraint c CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+               WHERE c.conrelid = to_regclass(%s) AND c.contype = 'p' GROUP BY c.conname""",
+            (self.table(target).as_string(cur),),
+        )
+        row = cur.fetchone()
+        declared = list(target.decl.partition_key)
+        if row is None or set(row[1]) == set(declared):
+            return
+        name, old = row
+        migrate = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, ADD PRIMARY KEY ({})").format(
+            self.table(target), sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(k) for k in declared)
+        ).as_string(cur)
+        raise SchemaError(
+            f"asset {target.asset!r}: key changed from ({', '.join(old)}) to ({', '.join(declared)}); table "
+            f"{self.store(target)} has primary key ({', '.join(old)}). Keys are never changed implicitly: declare "
+            f"the old key again, or migrate the table once ({migrate}; it fails if published rows repeat the new key)"
+        )
 
     def _refuse_a_taken_name(self, cur: psycopg.Cursor, target: AssetTarget) -> None:
         """The asset's table name must be its own: not cut short by PostgreSQL, not a day partition of another
@@ -531,6 +559,8 @@ class PostgresTableSink(PartitionSink):
 
 class PostgresPartitionIOManager(PartitionIOManager):
     """Daily partitions of an asset as rows of `<schema>.<asset>` (schema default: IDEM_PG_SCHEMA or `warehouse`)."""
+
+    enforces_key: ClassVar[bool] = True  # one row per key by construction: no `unique_key` check
 
     db_schema: str = ""
 

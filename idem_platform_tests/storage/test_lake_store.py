@@ -39,7 +39,8 @@ def test_round_trip_gives_the_same_frame_and_dtypes(postgres, lake):
     back = load_partitions(sink, postgres, TARGET, [DAY])
     pdt.assert_frame_equal(back, frame)
     assert fingerprint(back, DECL) == entry.fingerprint
-    assert sorted(os.listdir(lake.asset_dir("things"))) == [f"{DAY}.parquet"]
+    # the day's file and the record of the declared types (no temp file left behind)
+    assert sorted(os.listdir(lake.asset_dir("things"))) == [f"{DAY}.parquet", "_idem_schema.json"]
 
 
 def test_rerun_replaces_the_file_and_an_empty_day_is_an_empty_file(postgres, lake):

@@ -164,7 +164,7 @@ def test_new_declared_column_is_added_and_type_change_is_refused(store_resources
 
     result = run([items_v3], store_resources, raise_on_error=False)
     failure = next(ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE")
-    assert "column 'label' is text in table warehouse.items but declared int" in failure.step_failure_data.error.to_string()
+    assert "column 'label' changed type from string to int; table warehouse.items holds it as string" in failure.step_failure_data.error.to_string()
 
 
 def test_audit_error_message_names_asset_partition_and_rule():
