@@ -13,7 +13,8 @@
     idem verify ASSET [-m MODULE | -f FILE] (--partition DAY | --range A...B) [--json]
                                   recompute without publishing and compare with the ledger and the sink:
                                   exit 0 identical, 1 differs (a rerun would change rows), 2 drifted (the sink
-                                  no longer holds what was published), 3 could not verify
+                                  no longer holds what was published), 3 could not verify, 4 fingerprint
+                                  algorithm changed (the ledger's was made by another algorithm: rerun to re-record)
 
 The code location is found as the Dagster CLI finds it: `-m MODULE` or `-f FILE`, else workspace.yaml, else
 pyproject.toml's [tool.dagster] module_name in the current directory, else the example (idem_platform.definitions).
@@ -284,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate_311)
     ver = sub.add_parser(
         "verify",
-        help="recompute partitions without publishing; exit 0 identical, 1 differs, 2 drifted, 3 could not verify",
+        help="recompute partitions without publishing; exit 0 identical, 1 differs, 2 drifted, 3 could not verify, "
+        "4 fingerprint algorithm changed",
     )
     ver.add_argument("asset")
     _add_location_args(ver)

@@ -10,7 +10,14 @@ Three fingerprints per partition:
 
 Verdicts: `identical` (all three agree, exit 0), `differs` (a rerun would change the partition: rows added,
 removed or changed by key, exit 1), `drifted` (the sink no longer holds what the ledger says was published:
-someone changed it behind the pipeline's back, exit 2). An error that prevents verifying exits 3.
+someone changed it behind the pipeline's back, exit 2), `algorithm changed` (the ledger's fingerprint was made
+by another fingerprint algorithm than this code's and does not match the sink's content under this one: drift
+cannot be told from the algorithm change, so a rerun re-records it, exit 4). An error that prevents verifying
+exits 3. Several partitions exit with the code of the most serious verdict: drifted, then algorithm changed,
+then differs.
+
+A ledger fingerprint made by another algorithm that still equals the sink's (the content holds no value the
+two algorithms hash differently, e.g. no -0.0 for algorithms 1 and 2) is judged as usual.
 """
 
 
@@ -26,11 +33,12 @@ from pydantic import Field
 
 from .partitions import days_between, parse_range, validate_partition_keys
 from .storage import dry_run, ledger
-from .storage.fingerprint import PartitionDigest, partition_digests, row_hashes
+from .storage.fingerprint import ALGORITHM, PartitionDigest, partition_digests, row_hashes
 from .storage.partition_store import KEY_METADATA, AssetTarget, PartitionIOManager, published_entries
 from .storage.schema import PARTITION_COLUMN
 
-EXIT_CODES = {"identical": 0, "differs": 1, "drifted": 2}
+EXIT_CODES = {"identical": 0, "differs": 1, "drifted": 2, "algorithm changed": 4}
+SEVERITY = ("identical", "differs", "algorithm changed", "drifted")  # exit_code reports the most serious
 EXAMPLES = 5
 EMPTY_FINGERPRINT = "0" * 16
 
@@ -46,12 +54,14 @@ class PartitionVerdict:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    published_algorithm: str = ALGORITHM  # the fingerprint algorithm of the ledger's fingerprint
 
     def as_dict(self) -> dict:
         return {
             "asset": self.asset, "partition": self.partition, "status": self.status,
             "recomputed": self.recomputed.__dict__, "published": self.published and self.published.__dict__,
             "in_sink": self.in_sink.__dict__,
+            "fingerprint_algorithm": {"published": self.published_algorithm, "now": ALGORITHM},
             "rows_added": len(self.added), "rows_removed": len(self.removed), "rows_changed": len(self.changed),
             "examples": {"added": self.added[:EXAMPLES], "removed": self.removed[:EXAMPLES], "changed": self.changed[:EXAMPLES]},
         }
@@ -61,6 +71,13 @@ class PartitionVerdict:
         if self.status == "drifted":
             pub = self.published.fingerprint if self.published else "nothing"
             text += f" (ledger says {pub}, sink holds {self.in_sink.fingerprint} in {self.in_sink.rows} rows)"
+        if self.status == "algorithm changed":
+            text = (
+                f"{self.asset} {self.partition}: fingerprint algorithm changed: rerun to re-record (the ledger's "
+                f"{self.published.fingerprint if self.published else 'nothing'} was made by algorithm "
+                f"{self.published_algorithm}, this code's is {ALGORITHM}; the sink holds {self.in_sink.fingerprint} "
+                f"in {self.in_sink.rows} rows under it)"
+            )
         if self.added or self.removed or self.changed:
             text += f"; a rerun would add {len(self.added)}, remove {len(self.removed)}, change {len(self.changed)} rows"
             for label, keys in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
@@ -69,12 +86,16 @@ class PartitionVerdict:
         return text
 
 
-def published_digests(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> dict[str, PartitionDigest]:
-    """What the ledger says each day publishes, an intent a crash left unconfirmed resolved from the sink."""
+def published_records(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> dict[str, ledger.LedgerEntry]:
+    """The ledger row of what each day publishes, an intent a crash left unconfirmed resolved from the sink."""
     sink = io_manager.sink()
     with io_manager.postgres.connect() as conn:
-        latest = published_entries(sink, conn, target, days) if ledger.ledger_exists(conn) else {}
-    return {d: PartitionDigest(e.row_count, e.fingerprint) for d, e in latest.items()}
+        return published_entries(sink, conn, target, days) if ledger.ledger_exists(conn) else {}
+
+
+def published_digests(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> dict[str, PartitionDigest]:
+    """What the ledger says each day publishes (row count and fingerprint)."""
+    return {d: PartitionDigest(e.row_count, e.fingerprint) for d, e in published_records(io_manager, target, days).items()}
 
 
 def sink_frame(io_manager: PartitionIOManager, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
@@ -201,18 +222,25 @@ def verify_partitions(
     now = sink_frame(io_manager, target, days)
     fresh_digests = partition_digests(fresh, target.decl, list(days))
     now_digests = partition_digests(now, target.decl, list(days))
-    published = published_digests(io_manager, target, days)
+    records = published_records(io_manager, target, days)
+    published = {d: PartitionDigest(e.row_count, e.fingerprint) for d, e in records.items()}
     verdicts = []
     fresh_days, now_days = _day_keys(fresh), _day_keys(now)
     for day in days:
         pub = published.get(day)
         drifted = (pub.fingerprint if pub else EMPTY_FINGERPRINT) != now_digests[day].fingerprint
         differs = fresh_digests[day].fingerprint != now_digests[day].fingerprint
-        status = "drifted" if drifted else "differs" if differs else "identical"
+        algorithm = records[day].fingerprint_algo if day in records else ALGORITHM
+        if drifted and algorithm != ALGORITHM:
+            status = "algorithm changed"
+        else:
+            status = "drifted" if drifted else "differs" if differs else "identical"
         added, removed, changed = (
             diff_by_key(fresh[fresh_days == day], now[now_days == day], target) if differs else ([], [], [])
         )
-        verdicts.append(PartitionVerdict(asset, day, status, fresh_digests[day], pub, now_digests[day], added, removed, changed))
+        verdicts.append(PartitionVerdict(
+            asset, day, status, fresh_digests[day], pub, now_digests[day], added, removed, changed, algorithm
+        ))
     return verdicts
 
 
@@ -228,7 +256,8 @@ def _resolved_io_manager(location: Location, io_key: str) -> PartitionIOManager:
 
 
 def exit_code(verdicts: Sequence[PartitionVerdict]) -> int:
-    return max((EXIT_CODES[v.status] for v in verdicts), default=0)
+    worst = max((SEVERITY.index(v.status) for v in verdicts), default=0)
+    return EXIT_CODES[SEVERITY[worst]]
 
 
 class VerifyConfig(dg.Config):

@@ -211,3 +211,24 @@ def test_a_crash_between_publish_and_confirmation_is_invisible(cli_env, asset, s
     if downstream:
         loaded = run(materialize_command(downstream, partition=DAY), cli_env)
         assert loaded.returncode == 0, loaded.stdout[-3000:] + loaded.stderr[-3000:]
+
+
+def test_a_fingerprint_made_by_another_algorithm_is_reported_as_such_not_as_drift(defs, instance, pg_dsn):
+    materialize(defs, instance)
+    with psycopg.connect(pg_dsn) as conn:  # a row from before ledger v4 (algorithm 1), its content unchanged
+        conn.execute("UPDATE idem.ledger SET fingerprint_algo = NULL WHERE asset = 'people'")
+    [same] = verify_partitions(defs, "people", [DAY])
+    assert same.status == "identical" and same.published_algorithm == "1"  # both algorithms agree on this content
+    with psycopg.connect(pg_dsn) as conn:  # algorithm 1 hashed this content otherwise (e.g. a -0.0 in it)
+        conn.execute("UPDATE idem.ledger SET fingerprint = '0123456789abcdef' WHERE asset = 'people'")
+    [verdict] = verify_partitions(defs, "people", [DAY])
+    assert verdict.status == "algorithm changed" and exit_code([verdict]) == 4
+    assert "fingerprint algorithm changed: rerun to re-record" in verdict.describe()
+    assert verdict.as_dict()["fingerprint_algorithm"] == {"published": "1", "now": "2"}
+    with psycopg.connect(pg_dsn) as conn:  # the same under this algorithm: drift, whatever else is reported
+        conn.execute("UPDATE idem.ledger SET fingerprint_algo = '2' WHERE asset = 'people'")
+    [drifted] = verify_partitions(defs, "people", [DAY])
+    assert drifted.status == "drifted" and exit_code([verdict, drifted]) == 2
+    materialize(defs, instance)  # a rerun re-records the partition under this algorithm
+    [rerun] = verify_partitions(defs, "people", [DAY])
+    assert rerun.status == "identical" and rerun.published_algorithm == "2"

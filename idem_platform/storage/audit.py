@@ -2,14 +2,15 @@
 
 Rules run on the exact frame that is staged, in every sink: rows only for the days being written, no nulls in
 NOT NULL columns (key and partition_date among them), a unique key within each day, row counts within the
-declared bounds. A failure raises `AuditError` naming asset, partition and rule; the stage is discarded and the
-published partition is untouched. Each sink then verifies its staged copy (row counts as the sink sees them)
-before publishing.
+declared bounds, and every value one the sink can store and read back exactly (`ValueLimit`: the platform's
+own, `PLATFORM_LIMITS`, plus the sink's `value_limits`). A failure raises `AuditError` naming asset, partition
+and rule (and, for a value, the column and an example); the stage is discarded and the published partition is
+untouched. Each sink then verifies its staged copy (row counts as the sink sees them) before publishing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,9 @@ class AuditRules:
 class AuditError(Exception):
     """A partition failed an audit rule; nothing was published."""
 
-    def __init__(self, asset: str, partitions: Sequence[str], rule: str, detail: str):
+    def __init__(self, asset: str, partitions: Sequence[str], rule: str, detail: str, column: str | None = None):
         self.asset, self.partitions, self.rule, self.detail = asset, list(partitions), rule, detail
+        self.column = column  # the column holding the refused values (value limits), else None
         shown = ", ".join(self.partitions[:5]) + (" ..." if len(self.partitions) > 5 else "")
         super().__init__(
             f"audit failed for asset {asset!r}, partition {shown}: rule {rule!r}: {detail}. "
@@ -52,18 +54,142 @@ def _examples(values: pd.Series | pd.DataFrame, n: int = 5) -> str:
     return ", ".join(repr(v) for v in rows.tolist())
 
 
+@dataclass(frozen=True)
+class ValueLimit:
+    """Values a sink cannot store or read back exactly, refused before any write.
+
+    `bad(frame, decl)` returns the first column holding such values and a mask of its rows (None: none); `why`
+    says what the sink cannot do and what to do instead. The check runs on every write: keep it vectorized.
+    """
+
+    rule: str
+    bad: Callable[[pd.DataFrame, TableDeclaration], tuple[str, np.ndarray] | None]
+    why: str
+
+
+def _first_column(frame: pd.DataFrame, decl: TableDeclaration, types: tuple[str, ...], test) -> tuple[str, np.ndarray] | None:
+    for col in decl.columns:
+        if col.type in types:
+            mask = test(frame[col.name])
+            if mask is not None and mask.any():
+                return col.name, mask
+    return None
+
+
+def _microseconds(series: pd.Series) -> np.ndarray:
+    """A date or timestamp column as UTC microseconds since the epoch (NaT as int64's minimum: test nulls apart)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    return series.to_numpy().astype("datetime64[us]").view("int64")
+
+
+def outside_instants(first: str, last: str, types: tuple[str, ...] = ("date", "timestamp")):
+    """Date and timestamp values outside [first, last] (ISO text, UTC)."""
+    low = np.datetime64(first, "us").astype("int64")
+    high = np.datetime64(last, "us").astype("int64")
+
+    def bad(frame, decl):
+        def test(series):
+            values, null = _microseconds(series), series.isna().to_numpy()
+            return ~null & ((values < low) | (values > high))
+        return _first_column(frame, decl, types, test)
+
+    return bad
+
+
+def strings_containing(text: str):
+    def bad(frame, decl):
+        return _first_column(frame, decl, ("string",), lambda s: s.str.contains(text, regex=False).fillna(False).to_numpy(dtype=bool))
+    return bad
+
+
+def string_bytes_over(limit: int, *, key_only: bool = False):
+    """String values of more than `limit` UTF-8 bytes (`key_only`: the key's string values, summed per row, each
+    other key column counting 8 bytes; the longest string column is named)."""
+
+    def utf8_bytes(series: pd.Series) -> np.ndarray:
+        chars = series.str.len().fillna(0).to_numpy(dtype=np.int64)
+        if not len(chars) or chars.max() * 4 <= limit // 2:  # cheap: no value can matter
+            return chars
+        return series.map(lambda v: len(v.encode()) if isinstance(v, str) else 0).to_numpy(dtype=np.int64)
+
+    def bad(frame, decl):
+        if not key_only:
+            return _first_column(frame, decl, ("string",), lambda s: utf8_bytes(s) > limit)
+        key = [decl.column(k) for k in decl.partition_key]
+        sizes = {c.name: utf8_bytes(frame[c.name]) for c in key if c.type == "string"}
+        if not sizes:
+            return None
+        total = sum(sizes.values()) + 8 * (len(key) - len(sizes))
+        over = total > limit
+        if not over.any():
+            return None
+        return max(sizes, key=lambda name: int(sizes[name][over].max())), over
+
+    return bad
+
+
+def non_finite_floats(frame, decl):
+    return _first_column(frame, decl, ("float",), lambda s: np.isinf(s.to_numpy(dtype="float64", na_value=0.0)))
+
+
+# Every sink: dates and timestamps that ISO 8601 text (the fingerprint's canonical form, JSON) and Python's
+# datetime (PostgreSQL drivers) can carry. PostgreSQL itself accepts later ones and then cannot read them back.
+PLATFORM_LIMITS = (
+    ValueLimit(
+        "dates and timestamps within 0001-01-01..9999-12-31",
+        outside_instants("0001-01-01T00:00:00", "9999-12-31T23:59:59.999999"),
+        "a date or timestamp must lie in years 1 to 9999 (what ISO 8601 text and Python datetimes hold)",
+    ),
+)
+
+
 def audit_frame(
-    asset: str, frame: pd.DataFrame, days: Sequence[str], decl: TableDeclaration, rules: AuditRules
+    asset: str, frame: pd.DataFrame, days: Sequence[str], decl: TableDeclaration, rules: AuditRules,
+    limits: Sequence[ValueLimit] = (),
 ) -> None:
     """Raise AuditError on the first rule the frame (already in declared dtypes) breaks.
 
     A cheap pass decides whether every rule holds; only when it finds a failure does the detailed audit run,
     which names the rule, the days and examples. The cheap pass may flag a frame the detailed audit passes
-    (the detailed audit then has the last word), never the reverse.
+    (the detailed audit then has the last word), never the reverse. Then every value must be one the sink can
+    store and read back: `PLATFORM_LIMITS` and the sink's `limits`.
     """
-    if _passes(frame, days, decl, rules):
-        return
-    _audit_detailed(asset, frame, days, decl, rules)
+    if not _passes(frame, days, decl, rules):
+        _audit_detailed(asset, frame, days, decl, rules)
+    audit_values(asset, frame, days, decl, limits)
+
+
+def _example(values: pd.Series) -> str:
+    """The first value as the user would write it (a datetime as ISO text, even past pandas' strftime range)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return np.datetime_as_string(_microseconds(values.iloc[:1]).view("datetime64[us]")[0], unit="us") + "Z"
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "M":
+        return str(values.to_numpy()[0])
+    text = repr(values.iloc[0])
+    return text if len(text) <= 80 else text[:60] + f"... ({len(str(values.iloc[0]))} characters)"
+
+
+def audit_values(
+    asset: str, frame: pd.DataFrame, days: Sequence[str], decl: TableDeclaration, limits: Sequence[ValueLimit] = ()
+) -> None:
+    """Raise AuditError naming asset, days, column and an example value the sink could not store or read back."""
+    for limit in (*PLATFORM_LIMITS, *limits):
+        found = limit.bad(frame, decl)
+        if found is None:
+            continue
+        column, mask = found
+        mask = np.asarray(mask, dtype=bool)
+        values = frame[column][mask]
+        day_keys = frame[PARTITION_COLUMN][mask].dt.strftime("%Y-%m-%d").dropna()
+        bad_days = sorted(day_keys.unique().tolist()) or list(days)
+        example = _example(values)
+        raise AuditError(
+            asset, bad_days, limit.rule,
+            f"column {column!r}: {int(mask.sum())} values cannot be stored and read back exactly, e.g. {example} "
+            f"(row {int(np.flatnonzero(mask)[0])}, day {bad_days[0]}): {limit.why}",
+            column=column,
+        )
 
 
 def _passes(frame: pd.DataFrame, days: Sequence[str], decl: TableDeclaration, rules: AuditRules) -> bool:

@@ -42,7 +42,8 @@ Values travel as JSON by declared type: dates `YYYY-MM-DD`, timestamps UTC ISO w
 (`2026-01-05T01:02:03.123456Z`), missing values (NA, NaT, NaN) `null`. Infinite floats go as the strings
 `Infinity`/`-Infinity`, so the JSON stays valid and the mapping decides: a `double` field rejects them, which
 fails the write naming the documents instead of silently storing null. Likewise `date_nanos` (the declared
-timestamp mapping) rejects instants before 1970 or after 2262.
+timestamp mapping) rejects instants before 1970 or after 2262. The audit refuses all three (and keyword values
+longer than Lucene's term) before anything is written: `VALUE_LIMITS`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ import pandas as pd
 from elastic_transport import ApiError, TransportError
 from elasticsearch import NotFoundError, helpers
 
+from .audit import ValueLimit, non_finite_floats, outside_instants, string_bytes_over
 from .faults import fault_point
 from .search_client import ElasticsearchResource
 from .partition_store import (
@@ -81,6 +83,24 @@ ROW_BATCH = 10_000
 SCAN_PAGE = 5_000
 NAMES_PER_REQUEST = 40  # index names per URL: keeps request lines far below the 4 KB HTTP limit
 MAX_ID_BYTES = 512
+KEYWORD_MAX_BYTES = 32_766  # Lucene's longest term: a longer keyword value fails the document
+
+VALUE_LIMITS = (
+    ValueLimit(
+        "elasticsearch: date_nanos within 1970-01-01..2262-04-11", outside_instants(
+            "1970-01-01T00:00:00", "2262-04-11T23:47:16.854775", types=("timestamp",)
+        ),
+        "the declared timestamp mapping is date_nanos, which holds instants from 1970 to 2262-04-11 only",
+    ),
+    ValueLimit(
+        "elasticsearch: finite doubles", non_finite_floats,
+        "a double field holds no Infinity (JSON has none); store it as null or a sentinel in the asset",
+    ),
+    ValueLimit(
+        f"elasticsearch: keyword values of at most {KEYWORD_MAX_BYTES:,} bytes", string_bytes_over(KEYWORD_MAX_BYTES),
+        f"a keyword field holds values of at most {KEYWORD_MAX_BYTES:,} UTF-8 bytes (Lucene's term limit)",
+    ),
+)
 SHOWN_FAILURES = 5
 
 _log = logging.getLogger("idem_platform.storage.elasticsearch")
@@ -153,6 +173,7 @@ class PartitionNotFound(LookupError):
 
 class ElasticsearchIndexSink(PartitionSink):
     name = "elasticsearch"
+    value_limits = VALUE_LIMITS
 
     def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS):
         self.es, self.replicas, self.bulk_chunk_docs = es, replicas, bulk_chunk_docs

@@ -1,7 +1,8 @@
 """Content fingerprints: an order-independent, duplicate-sensitive 64-bit hash of a partition's rows.
 
 Each row is hashed in a canonical form: columns sorted by name, every value hashed by its declared type
-(strings as UTF-8 text, integers and booleans as integers, floats by their exact bits, dates as seconds and
+(strings as UTF-8 text, integers and booleans as integers, floats by their exact value, -0.0 apart from 0.0
+(since algorithm 2, `ALGORITHM`: every sink keeps the sign), dates as seconds and
 timestamps as UTC microseconds since the epoch, every null as one marker). The canonical numbers are an exact,
 faster equivalent of "UTC ISO text": two timestamps hash equal exactly when their UTC instants are equal.
 Row hashes are added modulo 2**64 (never XORed: two equal rows would cancel), so:
@@ -42,7 +43,13 @@ from pandas.util import hash_array
 
 from .schema import PARTITION_COLUMN, TableDeclaration
 
+# The version of the canonical form below, recorded with every ledger row (`fingerprint_algo`). A ledger row
+# without one was made by algorithm 1, which hashed -0.0 as 0.0; algorithm 2 tells them apart (as every sink
+# does) and hashes every other value as algorithm 1 did. Bump it with any change to a value's hash.
+ALGORITHM = "2"
+PREVIOUS_ALGORITHM = "1"  # what a ledger row from before `fingerprint_algo` was recorded with
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+_NEGATIVE_ZERO_HASH = np.uint64(0xD6E8FEB86659FD93)
 _ROW_PRIME = np.uint64(0x100000001B3)
 # String hashing (see the module docstring): odd multipliers, and the bytes hashed per numpy block.
 _STRING_K = 0x9FB21C651E98DF25
@@ -71,7 +78,12 @@ def _column_hashes(series: pd.Series, type_name: str) -> np.ndarray:
     elif type_name in ("int", "bool"):
         hashes = hash_array(series.to_numpy(dtype="int64", na_value=0))
     elif type_name == "float":
-        hashes = hash_array(series.to_numpy(dtype="float64", na_value=0.0))
+        values = series.to_numpy(dtype="float64", na_value=0.0)
+        hashes = hash_array(values)  # hash_array hashes -0.0 as 0.0: set it apart (algorithm 2)
+        negative_zero = (values == 0.0) & np.signbit(values)
+        if negative_zero.any():
+            hashes = hashes.copy()
+            hashes[negative_zero] = _NEGATIVE_ZERO_HASH
     elif type_name in ("date", "timestamp"):
         if series.dt.tz is not None:
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)

@@ -1,8 +1,8 @@
 """The publish ledger and the partition lock: the two PostgreSQL pieces every sink shares.
 
 The ledger (`idem.ledger`) has one row per published partition: asset, partition, sink, store (where the sink
-keeps the asset: schema.table, lake directory, read alias), location, run id, row count, fingerprint, previous
-fingerprint, changed, published at, plus `version` (which content of the sink the row describes: the lake file's
+keeps the asset: schema.table, lake directory, read alias), location, run id, row count, fingerprint (and the
+`fingerprint_algo` that made it), previous fingerprint, changed, published at, plus `version` (which content of the sink the row describes: the lake file's
 version token, the physical index) and `confirmed`. "Previous" and "published?" are looked up per (asset, sink,
 store), so deployments sharing one ledger database never see each other's history.
 
@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..resources import META_SCHEMA
+from .fingerprint import ALGORITHM, PREVIOUS_ALGORITHM
 
 LEDGER = sql.Identifier(META_SCHEMA, "ledger")
 
@@ -51,6 +52,9 @@ class LedgerEntry:
     changed: bool | None = None
     version: str | None = None  # the sink's version of this content (lake token, physical index); None: the table
     confirmed: bool = True  # False: an intent whose publish may or may not have happened (see the module docstring)
+    # The fingerprint algorithm that made `fingerprint` (fingerprint.ALGORITHM); rows from before ledger v4 read as
+    # PREVIOUS_ALGORITHM. `idem verify` does not compare fingerprints made by different algorithms.
+    fingerprint_algo: str = ALGORITHM
     id: int | None = None  # the ledger row's id (None before it is written)
 
     def __post_init__(self):
@@ -60,7 +64,7 @@ class LedgerEntry:
 
 # The ledger's schema version, kept as the table's comment: reading it (pg_description) locks nothing, so a
 # write of any asset checks it without touching the table's locks. Bump it with every migration step below.
-LEDGER_VERSION = "idem ledger v3"
+LEDGER_VERSION = "idem ledger v4"
 
 def _version(conn: psycopg.Connection) -> int:
     """The ledger's schema version number (0: no ledger, or one from before versions were kept)."""
@@ -123,6 +127,8 @@ def _migrate(conn: psycopg.Connection) -> None:
         # v3: intents (unconfirmed rows) and the sink's version of the content, for lake and search publishes.
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS version text").format(LEDGER))
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS confirmed boolean NOT NULL DEFAULT true").format(LEDGER))
+        # v4: the fingerprint algorithm of each row (NULL: rows from before, made by fingerprint.PREVIOUS_ALGORITHM).
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS fingerprint_algo text").format(LEDGER))
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_partition")))
         cur.execute(
             sql.SQL(
@@ -141,8 +147,8 @@ def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -
 
 _SELECTED = sql.SQL(
     "id, asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint, published_at, store, "
-    "changed, version, confirmed"
-)
+    "changed, version, confirmed, COALESCE(fingerprint_algo, {}) AS fingerprint_algo"
+).format(sql.Literal(PREVIOUS_ALGORITHM))
 
 
 def latest_confirmed(
@@ -162,7 +168,7 @@ def latest_confirmed(
 
 
 _COLUMNS = ("asset", "partition", "sink", "store", "location", "run_id", "row_count", "fingerprint",
-            "previous_fingerprint", "changed", "version", "confirmed")
+            "previous_fingerprint", "changed", "version", "confirmed", "fingerprint_algo")
 
 
 def _insert(conn: psycopg.Connection, entries: Sequence[LedgerEntry], confirmed: bool) -> list[int]:
@@ -172,7 +178,7 @@ def _insert(conn: psycopg.Connection, entries: Sequence[LedgerEntry], confirmed:
     if not entries:
         return []
     rows = [(e.asset, e.partition, e.sink, e.store, e.location, e.run_id, e.row_count, e.fingerprint,
-             e.previous_fingerprint, e.changed, e.version, confirmed) for e in entries]
+             e.previous_fingerprint, e.changed, e.version, confirmed, e.fingerprint_algo) for e in entries]
     ids = []
     with conn.cursor() as cur:
         cur.executemany(statement, rows, returning=True)

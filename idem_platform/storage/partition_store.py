@@ -52,7 +52,7 @@ from ..resources import PostgresResource
 from . import ledger
 from .dry_run import CAPTURE_TAG
 from .dry_run import capture as capture_dry_run_frame
-from .audit import AuditRules, audit_frame
+from .audit import AuditRules, ValueLimit, audit_frame
 from .faults import fault_point
 from .fingerprint import PartitionDigest, partition_digests
 from .schema import PARTITION_COLUMN, SchemaError, TableDeclaration
@@ -156,6 +156,8 @@ class PartitionSink(abc.ABC):
     audit_during_stage: bool = False
     # publish longer ranges in several transactions of this many days (None: one transaction)
     max_days_per_transaction: int | None = None
+    # values this sink cannot store or read back exactly: the audit refuses them before any write
+    value_limits: tuple[ValueLimit, ...] = ()
 
     @abc.abstractmethod
     def location(self, target: AssetTarget, day: str) -> str: ...
@@ -223,7 +225,7 @@ def publish_partitions(
 
     def digest_and_audit() -> dict[str, PartitionDigest]:
         known = digests or partition_digests(frame, target.decl, days)
-        audit_frame(target.asset, frame, days, target.decl, target.rules)
+        audit_frame(target.asset, frame, days, target.decl, target.rules, sink.value_limits)
         return known
 
     batch = sink.max_days_per_transaction or len(days) or 1
@@ -566,7 +568,7 @@ class PartitionIOManager(dg.ConfigurableIOManager):
         # configuration: the tag, not a swapped resource, is the switch, so it works on any code location.
         if self.dry_run or CAPTURE_TAG in context.step_context.run_tags:
             frame, _ = attached_digests(obj, target.decl, days)
-            audit_frame(target.asset, frame, days, target.decl, target.rules)
+            audit_frame(target.asset, frame, days, target.decl, target.rules, self.sink().value_limits)
             capture_dry_run_frame(context, frame)
             return
         entries = publish_partitions(

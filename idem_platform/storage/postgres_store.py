@@ -66,15 +66,31 @@ from psycopg import sql
 
 from .. import settings
 from ..resources import META_SCHEMA, PostgresResource
+from .audit import ValueLimit, string_bytes_over, strings_containing
 from .faults import fault_point
 from .fingerprint import PartitionDigest
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, type_change_refused
-from .schema import LOGICAL_TYPES, PARTITION_COLUMN, SchemaError
+from .schema import LOGICAL_TYPES, PARTITION_COLUMN, SchemaError, canonical_dtype
 
 COPY_CHUNK_ROWS = 32_768  # ~5 MB of CSV for a 10-column row: small enough to keep a few in flight
 COPY_QUEUE_CHUNKS = 2  # encoded chunks waiting for the connection (bounds the extra memory)
 
 SWAP_WAIT_ENV = "IDEM_PG_SWAP_WAIT_S"
+# A btree entry holds at most 2,704 bytes (PostgreSQL compresses some longer ones, depending on the content): the
+# audit refuses keys above this many bytes, whatever their content, so the refusal never depends on compressibility.
+KEY_BYTES_LIMIT = 2_600
+
+VALUE_LIMITS = (
+    ValueLimit(
+        "postgres: text without NUL characters", strings_containing("\x00"),
+        "PostgreSQL text cannot hold the NUL character (U+0000); remove or replace it in the asset",
+    ),
+    ValueLimit(
+        f"postgres: a key of at most {KEY_BYTES_LIMIT:,} bytes", string_bytes_over(KEY_BYTES_LIMIT, key_only=True),
+        f"PostgreSQL's primary key index (btree) cannot hold a key this long (key values above {KEY_BYTES_LIMIT:,} "
+        "UTF-8 bytes are refused); key the rows by a shorter column or a hash of this one",
+    ),
+)
 
 # information_schema.columns.data_type of each declared PostgreSQL type
 _INFO_SCHEMA_TYPES = {
@@ -90,6 +106,13 @@ _INFO_SCHEMA_TYPES = {
 _LOGICAL_OF_INFO_SCHEMA = {
     _INFO_SCHEMA_TYPES[t.postgres]: name for name, t in LOGICAL_TYPES.items()
 }
+
+
+def _arrow_dtypes() -> dict:
+    """Arrow types read from PostgreSQL and the pandas dtypes they become: nullable ones, so NULLs never turn a
+    bigint into float64 (the rest, dates and timestamps, `TableDeclaration.coerce` brings to the canonical unit)."""
+    return {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): canonical_dtype("string"),
+            pa.large_string(): canonical_dtype("string")}
 
 
 class StagingMismatch(RuntimeError):
@@ -175,6 +198,7 @@ class PostgresTableSink(PartitionSink):
     name = "postgres"
     audit_during_stage = True  # staging is a rollback away from nothing: let the audit run alongside the COPY
     publishes_in_transaction = True  # the COMMIT that publishes also writes the ledger row
+    value_limits = VALUE_LIMITS
 
     def __init__(
         self,
@@ -441,17 +465,21 @@ class PostgresTableSink(PartitionSink):
         """The rollback of the caller's transaction drops the staging tables and the in-place rows."""
 
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
-        names = target.decl.names
-        query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s::date[]) ORDER BY {}").format(
-            sql.SQL(", ").join(sql.Identifier(n) for n in names),
+        """The rows of `days`, read as Arrow columns (ADBC: binary COPY, typed), never as Python records: a bigint
+        with NULLs stays an exact Int64 (not float64), and a year's rows load at columnar speed."""
+        decl = target.decl
+        query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY({}::date[]) ORDER BY {}").format(
+            sql.SQL(", ").join(sql.Identifier(n) for n in decl.names),
             self.table(target),
             sql.Identifier(PARTITION_COLUMN),
-            sql.SQL(", ").join(sql.Identifier(k) for k in target.decl.partition_key),
+            sql.Literal(list(days)),
+            sql.SQL(", ").join(sql.Identifier(k) for k in decl.partition_key),
         )
-        with self.postgres.connect() as conn, conn.cursor() as cur:
-            cur.execute(query, (list(days),))
-            rows = cur.fetchall()
-        return target.decl.coerce(pd.DataFrame.from_records(rows, columns=names), what=f"table {self.store(target)}")
+        with self.postgres.connect_arrow() as conn, conn.cursor() as cur:
+            cur.execute(query.as_string())
+            table = cur.fetch_arrow_table()
+        frame = table.to_pandas(types_mapper=_arrow_dtypes().get, date_as_object=False)
+        return decl.coerce(frame, what=f"table {self.store(target)}")
 
     # -- statements ----------------------------------------------------------------------------------------
 

@@ -221,7 +221,7 @@ def _cast(series: pd.Series, type_name: str) -> pd.Series:
         return series.astype("string")
     if type_name == "int":
         if series.dtype == object:
-            series = pd.to_numeric(series, errors="raise")
+            return _exact_ints(series)
         return series.astype("Int64")
     if type_name == "float":
         return pd.to_numeric(series, errors="raise").astype("float64")
@@ -231,12 +231,38 @@ def _cast(series: pd.Series, type_name: str) -> pd.Series:
         values = pd.to_datetime(series, errors="raise", format=_datetime_format(series))
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        return values.dt.floor("D").astype("datetime64[s]")
+        # to seconds first (a cast floors), then to the day: flooring nanoseconds near 1677 would overflow
+        return values.astype("datetime64[s]").dt.floor("D")
     if type_name == "timestamp":
         # Naive timestamps are taken as UTC; aware ones are converted.
         values = pd.to_datetime(series, utc=True, errors="raise", format=_datetime_format(series))
-        return values.dt.floor("us").astype("datetime64[us, UTC]")
+        return values.astype("datetime64[us, UTC]")  # the cast floors to microseconds (never overflows near 1677)
     raise SchemaError(f"unknown logical type {type_name!r}")
+
+
+def _exact_ints(series: pd.Series) -> pd.Series:
+    """An object column (Python ints, None, numeric text, integral floats) as Int64, value by value, never through
+    float64 (which rounds every integer above 2**53: 9007199254740993 -> ...992). A float or numeric text that is
+    not an integer (1.5, "nan" is a null only as a float) is an error, as is a value outside int64."""
+    values = series.to_numpy()
+    mask = pd.isna(series).to_numpy()
+    out = np.zeros(len(values), dtype=np.int64)
+    for i in np.flatnonzero(~mask):
+        out[i] = _exact_int(values[i])
+    return pd.Series(pd.arrays.IntegerArray(out, mask), index=series.index)
+
+
+def _exact_int(value) -> int:
+    if isinstance(value, (int, np.integer)):  # bool is an int
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{value!r} is not an exact integer")
 
 
 def _datetime_format(series: pd.Series) -> str | None:
