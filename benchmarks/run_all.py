@@ -34,6 +34,7 @@ SCRIPTS = {
     "backfill": "bench_backfill.py",
     "memory": "bench_memory.py",
     "verify": "bench_verify.py",
+    "pg_read": "bench_pg_read.py",
 }
 
 
