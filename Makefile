@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up dev worker reliability bench clean
+.PHONY: install run test up dev worker reliability round-trips bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ reliability: install
 
 test: install
 	$(BIN)/pytest
+
+# The property-based round trips of every sink with 500 generated frames each (`make test` runs 25).
+round-trips: install
+	IDEM_HYPOTHESIS_EXAMPLES=500 $(BIN)/pytest idem_platform_tests/storage/test_round_trips.py -q
 
 # Side-by-side benchmarks: each prints baseline, platform, medians and the ratio with its target (docs/benchmarks.md).
 bench: install
