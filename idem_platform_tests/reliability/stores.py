@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 
 from idem_platform.resources import LakeResource, PostgresResource
-from idem_platform.storage import ledger, postgres_store
+from idem_platform.storage import lake_store, ledger, postgres_store
 from idem_platform.storage.audit import AuditRules
 from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink
 from idem_platform.storage.search_client import ElasticsearchResource
@@ -136,7 +136,8 @@ def _pg_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
 def _lake_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
     folder = Path(spec.lake_root) / spec.asset
     names = sorted(os.listdir(folder)) if folder.exists() else []
-    return [f"file {folder / n}" for n in names if n.startswith(".") or not n.endswith(".parquet")]
+    return [f"file {folder / n}" for n in names
+            if n != lake_store.SCHEMA_FILE and (n.startswith(".") or not n.endswith(".parquet"))]
 
 
 def _es_leftovers(spec: StoreSpec, days: list[str]) -> list[str]:
