@@ -34,6 +34,7 @@ from idem_platform.declare import idem_asset
 from idem_platform.partitions import InvalidPartitionKey
 from idem_platform.resources import PostgresResource
 from idem_platform.services import DAGSTER_YAML, dagster_cli
+from idem_platform.storage import lake_store
 from idem_platform.storage.audit import AuditRules
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget, load_partitions, publish_partitions
@@ -175,9 +176,10 @@ def test_hostile_names_and_values_in_the_lake_sink(make_store, scorecard):
         back = load_partitions(spec.sink(), spec.postgres, target, [DAY])
         pdt.assert_frame_equal(back, frame)
         assert fingerprint(back, decl) == entry.fingerprint
-        # Exactly one directory, named exactly as the asset, with exactly the day's file: no other path touched.
+        # Exactly one directory, named exactly as the asset, with exactly the day's file and the asset's declared
+        # types (lake_store.SCHEMA_FILE): no other path touched.
         written = sorted(str(p.relative_to(spec.lake_root)) for p in Path(spec.lake_root).rglob("*"))
-        assert written == [HOSTILE_ASSET, f"{HOSTILE_ASSET}/{DAY}.parquet"]
+        assert written == [HOSTILE_ASSET, f"{HOSTILE_ASSET}/{DAY}.parquet", f"{HOSTILE_ASSET}/{lake_store.SCHEMA_FILE}"]
 
 
 def test_hostile_names_and_values_in_the_search_sink(make_store, scorecard):
