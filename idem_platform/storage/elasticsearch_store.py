@@ -386,14 +386,11 @@ class ElasticsearchIndexSink(PartitionSink):
             actions.append({"add": {"index": index, "alias": read_alias}})
         try:
             self.client.indices.update_aliases(actions=actions)
-        except ApiError as exc:
-            if exc.status_code in (404, 409) and not self._aliases_point_at(indices, day_aliases):
-                raise self._stale(target, {day: "moved" for day in indices}, exc) from None
+        except (ApiError, TransportError) as exc:
+            # An ambiguous failure (a timeout) may have moved the aliases: read them back before deciding.
             if not self._aliases_point_at(indices, day_aliases):
-                raise
-            _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
-        except TransportError:
-            if not self._aliases_point_at(indices, day_aliases):
+                if isinstance(exc, ApiError) and exc.status_code in (404, 409):  # a `must_exist` removal refused
+                    raise self._stale(target, {day: "moved" for day in indices}, exc) from None
                 raise
             _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
         superseded = sorted(set(old) - set(indices.values()))
