@@ -6,7 +6,10 @@ For each asset declared with `@idem_asset`, per partition of the run (the checks
   not enforce the key themselves (the lake). A PostgreSQL table's primary key and an index's one document per
   `_id` make duplicates impossible there, so the check could never fail and is not generated;
 - `fingerprint_matches_ledger`: the sink's content hashes to the fingerprint the ledger recorded at publish,
-  i.e. nobody changed the partition behind the pipeline's back (the same test as `idem verify`'s `drifted`);
+  i.e. nobody changed the partition behind the pipeline's back (the same test as `idem verify`'s `drifted`). A
+  ledger fingerprint made by another fingerprint algorithm that does not match is `algorithm changed`, as in
+  `idem verify`: the day fails with severity WARN (drift cannot be told from the algorithm change) and the
+  metadata says a rerun re-records it;
 - `row_count_matches_upstream`: where the asset declares `same_rows_as=<upstream>`, its day has as many rows
   as the upstream's published day.
 
@@ -22,26 +25,32 @@ import dagster as dg
 from ._warnings import quiet_dagster_warnings
 
 from .storage import ledger
-from .storage.fingerprint import partition_digests
+from .storage.fingerprint import ALGORITHM, partition_digests
 from .storage.partition_store import KEY_METADATA, SAME_ROWS_METADATA, AssetTarget
 from .storage.schema import PARTITION_COLUMN
-from .verification import published_digests, sink_frame
+from .verification import published_records, sink_frame
 
 
 def _target(assets_def: dg.AssetsDefinition) -> AssetTarget:
     return AssetTarget.from_metadata(assets_def.key.to_user_string(), assets_def.specs_by_key[assets_def.key].metadata)
 
 
-def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str, per_day: dict) -> dg.AssetCheckResult:
-    """One evaluation per day: a range run logs each day's own result (else the UI shows the days as skipped)."""
+def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str, per_day: dict,
+            severity: dict | None = None) -> dg.AssetCheckResult:
+    """One evaluation per day: a range run logs each day's own result (else the UI shows the days as skipped).
+    `severity` names the days whose failure is a warning (default: error)."""
+    severity = severity or {}
     if len(per_day) > 1:
         for day, (passed, metadata) in per_day.items():
-            context.op_execution_context.log_event(
-                dg.AssetCheckEvaluation(asset_key=key, check_name=name, passed=passed, partition=day, metadata=metadata)
-            )
+            context.op_execution_context.log_event(dg.AssetCheckEvaluation(
+                asset_key=key, check_name=name, passed=passed, partition=day, metadata=metadata,
+                severity=severity.get(day, dg.AssetCheckSeverity.ERROR),
+            ))
     failed = {day: metadata for day, (passed, metadata) in per_day.items() if not passed}
     only = next(iter(per_day.values()))[1] if len(per_day) == 1 else {"failed_partitions": failed, "checked": len(per_day)}
-    return dg.AssetCheckResult(passed=not failed, metadata=only)
+    worst = (dg.AssetCheckSeverity.WARN if failed and all(severity.get(d) == dg.AssetCheckSeverity.WARN for d in failed)
+             else dg.AssetCheckSeverity.ERROR)
+    return dg.AssetCheckResult(passed=not failed, metadata=only, severity=worst)
 
 
 # The platform's default IO manager keys whose sinks enforce the key (used when no resources are given).
@@ -90,12 +99,19 @@ def partition_checks(
         io_manager = getattr(context.resources, io_key)
         days = list(context.partition_keys)
         now = partition_digests(sink_frame(io_manager, target, days), target.decl, days)
-        published = published_digests(io_manager, target, days)
-        per_day = {}
+        published = published_records(io_manager, target, days)
+        per_day, severity = {}, {}
         for day in days:
             ledger_fp = published[day].fingerprint if day in published else None
-            per_day[day] = (ledger_fp == now[day].fingerprint, {"ledger": ledger_fp or "", "sink": now[day].fingerprint})
-        return _report(context, key, "fingerprint_matches_ledger", per_day)
+            algorithm = published[day].fingerprint_algo if day in published else ALGORITHM
+            matches = ledger_fp == now[day].fingerprint
+            metadata = {"ledger": ledger_fp or "", "sink": now[day].fingerprint}
+            if not matches and algorithm != ALGORITHM:
+                severity[day] = dg.AssetCheckSeverity.WARN
+                metadata.update(status="algorithm changed", fingerprint_algorithm={"published": algorithm, "now": ALGORITHM},
+                                action="rerun the day to re-record its fingerprint under this algorithm")
+            per_day[day] = (matches, metadata)
+        return _report(context, key, "fingerprint_matches_ledger", per_day, severity)
 
     checks = [fingerprint_matches_ledger] if sink_enforces_key(io_key, resources) else [unique_key, fingerprint_matches_ledger]
     upstream = assets_def.specs_by_key[key].metadata.get(SAME_ROWS_METADATA)

@@ -12,9 +12,9 @@ wraps `@dg.asset` with what every asset of the platform needs:
 - the declared columns as Dagster `TableSchema` metadata (the stores build DDL and mappings from it), the key and
   the audit bounds as metadata;
 - **the day as the user's unit**: a function with a `day` parameter is called once per day of the run, with
-  that day (`YYYY-MM-DD`) and, in a range run, its upstream frames cut to that day (in a one-day run they are
-  what Dagster mapped to the day, e.g. the previous day of a self-dependency); the platform fills `partition_date` when the
-  returned frame has none. Or `day_column="..."` names the column the day comes from (a timestamp is read in the
+  that day (`YYYY-MM-DD`) and its upstream frames as Dagster maps them to that day (in a range run, cut from
+  the range's load by each input's partition mapping: `day_inputs`); the platform fills `partition_date` when
+  the returned frame has none. Or `day_column="..."` names the column the day comes from (a timestamp is read in the
   asset's timezone). Otherwise the frame must carry `partition_date` itself, and an error says so;
 - the returned frame coerced to the declared dtypes and fingerprinted once per day; the digests travel to the
   IO manager on the frame (`DataFrame.attrs`) so nothing is hashed twice;
@@ -34,6 +34,7 @@ import pandas as pd
 
 from . import settings
 from ._warnings import quiet_dagster_warnings
+from .day_inputs import DayInputs
 from .partitions import daily_partitions, validate_partition_keys
 from .storage.audit import AuditRules
 from .storage.fingerprint import combine, partition_digests
@@ -106,14 +107,6 @@ def _with_partition_date(
     )
 
 
-def _rows_of_day(value, day: str):
-    """An upstream frame cut to one day (anything else, e.g. a resource or config, as it is)."""
-    if isinstance(value, pd.DataFrame) and PARTITION_COLUMN in value.columns:
-        stamps = pd.to_datetime(value[PARTITION_COLUMN])
-        return value[stamps == pd.Timestamp(day)].reset_index(drop=True)
-    return value
-
-
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
@@ -171,14 +164,19 @@ def idem_asset(
             )
             if not per_day:
                 return fill(fn(context, *args, **kwargs), day=None)
+            if len(days) == 1:  # the inputs are what Dagster mapped to the day (a previous day too, for an offset)
+                return fill(fn(context, *args, **{DAY_PARAMETER: days[0]}, **kwargs), day=days[0])
+            arguments = inputs_signature.bind(context, *args, **kwargs).arguments
+            context_name = next(iter(arguments))
+            day_inputs = DayInputs(
+                context, days_def, {k: v for k, v in arguments.items() if k != context_name},
+                as_loaded=lambda frame: decl.coerce(frame, what=f"the frame returned by asset {asset_name!r}"),
+            )
             frames = []
             for day in days:
-                # One day: the upstream frames are what Dagster mapped to it (a previous day too, for an offset
-                # mapping or a self-dependency); a range: each day gets the upstream rows of its own day.
-                cut = (lambda value, _: value) if len(days) == 1 else _rows_of_day
-                day_args = [cut(a, day) for a in args]
-                day_kwargs = {k: cut(v, day) for k, v in kwargs.items()}
-                frames.append(fill(fn(context, *day_args, **{DAY_PARAMETER: day}, **day_kwargs), day=day))
+                frame = fill(fn(context, **day_inputs.for_day(day), **{DAY_PARAMETER: day}), day=day)
+                day_inputs.computed(day, frame)
+                frames.append(frame)
             return _concat(frames)
 
         @functools.wraps(fn)
@@ -198,7 +196,8 @@ def idem_asset(
         # Dagster reads inputs and config from the user's signature (less `day`, which the platform supplies);
         # the output is an Output[DataFrame].
         parameters = [p for name, p in signature.parameters.items() if name != DAY_PARAMETER]
-        compute.__signature__ = signature.replace(parameters=parameters, return_annotation=dg.Output[pd.DataFrame])
+        inputs_signature = signature.replace(parameters=parameters)
+        compute.__signature__ = inputs_signature.replace(return_annotation=dg.Output[pd.DataFrame])
 
         with quiet_dagster_warnings():
             return dg.asset(

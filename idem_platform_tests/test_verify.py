@@ -38,13 +38,16 @@ def check_results(result):
     return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
 
 
-def run_checks(defs, instance):
+def run_checks_result(defs, instance):
     """Only the checks, for the day (a checks-only run carries the partition as a tag, as the UI's does)."""
-    result = dg.materialize(
+    return dg.materialize(
         [*ASSETS, *checks_for(ASSETS)], selection=dg.AssetSelection.checks_for_assets(*ASSETS),
         tags={"dagster/partition": DAY}, resources=defs.resources, instance=instance,
     )
-    return check_results(result)
+
+
+def run_checks(defs, instance):
+    return check_results(run_checks_result(defs, instance))
 
 
 ALL_PASS = {
@@ -225,6 +228,10 @@ def test_a_fingerprint_made_by_another_algorithm_is_reported_as_such_not_as_drif
     assert verdict.status == "algorithm changed" and exit_code([verdict]) == 4
     assert "fingerprint algorithm changed: rerun to re-record" in verdict.describe()
     assert verdict.as_dict()["fingerprint_algorithm"] == {"published": "1", "now": "2"}
+    check = next(e for e in run_checks_result(defs, instance).get_asset_check_evaluations()
+                 if (e.asset_key.to_user_string(), e.check_name) == ("people", "fingerprint_matches_ledger"))
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # the check says the same
+    assert check.metadata["status"].value == "algorithm changed"
     with psycopg.connect(pg_dsn) as conn:  # the same under this algorithm: drift, whatever else is reported
         conn.execute("UPDATE idem.ledger SET fingerprint_algo = '2' WHERE asset = 'people'")
     [drifted] = verify_partitions(defs, "people", [DAY])
