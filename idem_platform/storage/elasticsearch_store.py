@@ -1,40 +1,48 @@
-"""Elasticsearch index sink: one physical index per (asset, day, write), published by moving two aliases.
+"""Elasticsearch sink: one physical index per asset per year, days published by moving filtered aliases.
 
-    people_search-2026.01.05-1a2b3c4d-9f8e7d   the physical index one write of one day created
-    people_search-2026.01.05                   the day alias: the published day partition
-    people_search                              the read alias: every published day of the asset
+    people_search-2026                     the physical index of 2026 (`index_period="month"`: people_search-2026.01)
+    people_search-2026.01.05               the day alias: filtered to the day's published version
+    people_search                          the read alias: every published day of the asset, once
+
+Names, markers and the layout read back are in `search_layout`. The shard count grows with the years, not the
+days: Elasticsearch's default `cluster.max_shards_per_node` (1,000) allows hundreds of asset-years, where one
+index per day reached it with two assets backfilled for 18 months.
 
 - prepare: put the asset's index template (`<asset>-*`, 1 shard, `dynamic: strict` mappings from the declared
-  columns). Composable templates never merge, so the create call below repeats the mappings: a higher-priority
-  template of someone else cannot silently change the types. Schema evolution: a declared type that differs from
-  the template's mapping is refused (the message every sink gives); a new column is added (older days' documents
-  read it as null); a dropped column stays in the template (so it cannot come back with another type) and is
-  left out of reads. A key change needs no migration: each day is a new index whose `_id`s come from the key.
-- stage: first delete the day's orphans (physical indices of the day under neither alias: leftovers of crashed
-  writes; the partition lock is held, so no live writer owns them). Then create a new index per day (0 replicas,
-  refresh off) and stream the frame into it with `helpers.streaming_bulk`: documents are generated in row
-  batches, never built as one body, with a deterministic `_id` from the declared key (so a retried chunk
-  overwrites instead of duplicating). Rejected documents fail the write with the asset, day, first failing ids
-  and the server's reason; the staged indices are deleted.
-- verify: refresh, then every staged index counts exactly the frame's rows of its day. With deterministic ids,
-  duplicated keys would collapse into fewer documents, so equal counts also prove the key unique.
-- publish: restore refresh interval and replicas on the staged indices, then ONE `_aliases` request moves the
-  day alias and the read alias of every day from the old physical index to the new one: readers see the old
-  day or the new one, never a mix and never a gap. The request is a compare-and-swap: `stage` noted, under the
-  partition lock, which index each day alias pointed at; the request removes the aliases from exactly that index
-  with `must_exist: true`, so if another writer moved them since (a writer whose lock was lost, or the new owner
-  of a lost lock) the whole request fails and nothing moves (`StalePublish`). A day that had no index has nothing
-  to condition on: its alias is read once more right before the request. Then the old physical indices are deleted. The settings are
-  restored *before* the swap so the alias only ever points at an index in its final state (a crash between the
-  two leaves an orphan, which the next write removes, instead of a live index without replicas); all documents
-  are already visible (explicit refresh), so the refresh interval changes nothing a reader sees. If the alias
-  request fails ambiguously (a timeout), the aliases are read back: a swap that did happen is a success, so
-  `discard` never deletes a live index. Nothing after the swap raises: a failed delete leaves an orphan.
-- discard: delete the staged indices (never one a day alias points at).
-- read: `helpers.scan` (scroll; point-in-time search is not portable to OpenSearch) through the day aliases,
-  through `TableDeclaration.coerce`: the same frame, so the same fingerprint, as the one published.
+  columns plus `idem_version`). Schema evolution: a declared type that differs from the template's mapping is
+  refused (the message every sink gives); a new column is added to the template and to the existing indices
+  (older days read it as null); a dropped column stays in the template (so it cannot come back with another type)
+  and is left out of reads. A key change needs no migration: a day's version is written whole.
+- stage (under the partition lock): claim the days (their marker aliases replaced by this write's, in one request
+  conditional on the markers read: a writer that staged a day before its lock was lost can no longer publish it),
+  delete the days' garbage (documents of any version but the published one: leftovers of crashed or stale
+  writes), then stream the frame into the period indices with `helpers.streaming_bulk`: one stream for all the
+  transaction's days, documents generated in row batches with `idem_version` = `<day>@<write token>` and a
+  deterministic `_id` (version + key), so a retried chunk overwrites instead of duplicating. Rejected documents
+  fail the write naming asset, day, first ids and the server's reason; the staged versions are deleted.
+- verify: refresh, then one aggregation counts every staged version: each equals the frame's rows of its day
+  (ids come from the key, so equal counts also prove the key unique).
+- publish: ONE `_aliases` request, under a PostgreSQL advisory lock per period index (writers of other days of the
+  same year take turns, `ledger.lock_containers`): every day alias re-filtered to its new version, the read alias
+  re-filtered on each period index to the published version of each of its days, the markers renewed. Readers
+  of the day alias and of the read alias see the old day or the new one, never both, never neither. The request
+  is conditional (`remove ... must_exist: true`) on this write's claims and on each index's generation marker, so
+  a stale writer's publish fails whole (`StalePublish`). If it fails ambiguously (a timeout) the aliases are read
+  back: a swap that did happen is a success. Then the superseded versions are deleted (`delete_by_query`);
+  nothing after the swap raises: what is left is garbage the next write of the day deletes.
+- discard: delete the staged versions' documents (never a published version).
+- read: `helpers.scan` (scroll; point-in-time search is not portable) through the day aliases, 40 per request
+  (Elasticsearch ORs the filters of several aliases of one index), through `TableDeclaration.coerce`.
 
-A day without rows is published as an empty index under the day alias, so its old documents disappear.
+Compaction: a rewritten day's old documents are deleted right after the swap; Lucene's merges reclaim their
+space as the index takes writes (nothing to schedule). An index per period is never rolled over by size: choose
+`index_period="month"` for an asset whose year would exceed a shard's sensible size (10-50 GB).
+
+Days published by the earlier layout (one index per day and write) keep reading through the same aliases; the
+next write of such a day moves it into its period index, in the same one request, and deletes the old index.
+`idem search-migrate` rewrites every such day that way, atomically per day.
+
+A day without rows is published as a version without documents, so its old documents disappear.
 Index and alias names are the asset key lower-cased, prefix segments joined by `.` (`sales/orders` ->
 `sales.orders`; Elasticsearch names are lower-case).
 
@@ -62,10 +70,16 @@ import pandas as pd
 from elastic_transport import ApiError, TransportError
 from elasticsearch import NotFoundError, helpers
 
+from pydantic import Field
+
+from .. import settings
+from . import ledger
 from .audit import ValueLimit, non_finite_floats, outside_instants, string_bytes_over
 from .faults import fault_point
 from .search_client import ElasticsearchResource
+from .search_layout import VERSION_FIELD, SearchLayout, SearchNames, marker_kind, version_token
 from .partition_store import (
+    TRANSIENT_ATTEMPTS,
     AssetTarget,
     PartitionIOManager,
     PartitionSink,
@@ -73,11 +87,15 @@ from .partition_store import (
     StalePublish,
     type_change_refused,
 )
-from .schema import LOGICAL_TYPES, PARTITION_COLUMN, TableDeclaration
+from .schema import LOGICAL_TYPES, PARTITION_COLUMN, SchemaError, TableDeclaration
 
 # Above the built-in templates of Elasticsearch (priority 100, e.g. `logs-*-*`): patterns that overlap at equal
 # priority are refused, and an asset called `logs` must not have its indices turned into a data stream.
 TEMPLATE_PRIORITY = 500
+# Every physical index: one shard (a year of a daily asset is far below Elastic's 10-50 GB per shard; `month` for
+# more) and no periodic refresh: new versions become visible to the count audit by an explicit refresh, and to
+# readers only when the filtered aliases move to them, so a refresh every second would only cost indexing speed.
+INDEX_SETTINGS = {"number_of_shards": 1, "refresh_interval": "-1"}
 BULK_CHUNK_DOCS = 2_000
 ROW_BATCH = 10_000
 SCAN_PAGE = 5_000
@@ -151,6 +169,15 @@ def document_ids(key_columns: list[list]) -> list[str]:
     return ids
 
 
+def document_id(version: str, key_id: str) -> str:
+    """A document's `_id`: its version and its key id (`document_ids`), so a day's versions coexist in one index
+    and a retried bulk chunk overwrites its own documents. An over-long one becomes `~` + its SHA-256."""
+    doc_id = f"{version}/{key_id}"
+    if len(doc_id) > MAX_ID_BYTES // 4 and len(doc_id.encode()) > MAX_ID_BYTES:
+        return "~" + hashlib.sha256(doc_id.encode()).hexdigest()
+    return doc_id
+
+
 def _batched(names: Sequence[str], size: int = NAMES_PER_REQUEST) -> Iterator[str]:
     for start in range(0, len(names), size):
         yield ",".join(names[start : start + size])
@@ -175,137 +202,208 @@ class ElasticsearchIndexSink(PartitionSink):
     name = "elasticsearch"
     value_limits = VALUE_LIMITS
 
-    def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS):
-        self.es, self.replicas, self.bulk_chunk_docs = es, replicas, bulk_chunk_docs
+    def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS,
+                 period: str = "year", days_per_transaction: int | None = None):
+        self.es, self.replicas, self.bulk_chunk_docs, self.period = es, replicas, bulk_chunk_docs, period
         self.client = es.client()
-        self._staged: dict[tuple[str, str], str] = {}  # (asset, day) -> the index this sink staged (publishes)
+        self.max_days_per_transaction = days_per_transaction or settings.current().pg_days_per_transaction or None
+        self._staged: dict[tuple[str, str], str] = {}  # (asset, day) -> "<index>/<version>" this sink staged
+        self._mappings: dict[str, dict] = {}  # asset -> the mappings of its indices (declared + dropped columns)
 
     # names ------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def read_alias(target: AssetTarget) -> str:
+    def names(self, target: AssetTarget) -> SearchNames:
         """The asset key, prefix segments joined by `.` (`sales/orders` -> `sales.orders`): no asset name holds a
-        `.`, so distinct keys give distinct indices."""
-        name = ".".join(target.asset.split("/")).lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", name):
+        `.` or a `-`, so distinct keys give distinct indices and aliases."""
+        base = ".".join(target.asset.split("/")).lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", base):
             raise ValueError(f"asset {target.asset!r} cannot name an index: it must start with a letter or digit")
-        return name
+        return SearchNames(base, self.period)
+
+    def read_alias(self, target: AssetTarget) -> str:
+        return self.names(target).read_alias
 
     def day_alias(self, target: AssetTarget, day: str) -> str:
-        return f"{self.read_alias(target)}-{day.replace('-', '.')}"
+        return self.names(target).day_alias(day)
 
     def template_name(self, target: AssetTarget) -> str:
         return f"idem-{self.read_alias(target)}"
 
-    def new_index(self, target: AssetTarget, day: str, run_id: str) -> str:
-        run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
-        return f"{self.day_alias(target, day)}-{run}-{secrets.token_hex(3)}"
-
     def store(self, target: AssetTarget) -> str:
-        """The asset's read alias (physical indices change on every write; the alias does not)."""
+        """The asset's read alias (physical indices and versions change; the alias does not)."""
         return self.read_alias(target)
 
     def location(self, target: AssetTarget, day: str) -> str:
-        """The physical index that holds the day: the one this write staged (and publishes), else the live one."""
+        """`<physical index>/<version>` of the day: the one this write staged (and publishes), else the live one."""
         staged = self._staged.get((target.asset, day))
         if staged:
             return staged
-        current = self.client.indices.get_alias(index=self.day_alias(target, day), ignore_unavailable=True).body
-        return next(iter(current), self.day_alias(target, day))
+        names = self.names(target)
+        held = self.layout(target).days.get(day) or {}
+        return next((f"{index}/{version}" for index, version in held.items()), names.day_alias(day))
 
-    @staticmethod
-    def mappings(decl: TableDeclaration) -> dict:
-        return {"dynamic": "strict", "properties": {c.name: dict(c.logical.elasticsearch) for c in decl.columns}}
+    def mappings(self, decl: TableDeclaration) -> dict:
+        properties = {c.name: dict(c.logical.elasticsearch) for c in decl.columns}
+        return {"dynamic": "strict", "properties": {**properties, VERSION_FIELD: {"type": "keyword"}}}
+
+    def layout(self, target: AssetTarget) -> SearchLayout:
+        """Every index and alias of the asset, in one request."""
+        names = self.names(target)
+        try:
+            found = self.client.indices.get_alias(
+                index=names.pattern, expand_wildcards="open,closed", ignore_unavailable=True, allow_no_indices=True
+            ).body
+        except NotFoundError:
+            found = {}
+        return SearchLayout.parse(names, found)
 
     # verbs ------------------------------------------------------------------------------------------------
 
     def prepare(self, conn, target: AssetTarget) -> None:
+        if VERSION_FIELD in target.decl.names:
+            raise SchemaError(
+                f"asset {target.asset!r}: column {VERSION_FIELD!r} is reserved by the search sink (each document's "
+                "write version); rename the column"
+            )
         mappings = self.mappings(target.decl)
-        mappings["properties"] = {**self._refuse_type_changes(target), **mappings["properties"]}
+        dropped, new_columns = self._refuse_type_changes(target)
+        mappings["properties"] = {**dropped, **mappings["properties"]}
+        self._mappings[target.asset] = mappings
         self.client.indices.put_index_template(
             name=self.template_name(target),
-            index_patterns=[f"{self.read_alias(target)}-*"],
+            index_patterns=[self.names(target).pattern],
             priority=TEMPLATE_PRIORITY,
             template={"settings": {"number_of_shards": 1}, "mappings": mappings},
         )
+        if new_columns:  # the existing period indices learn the new columns (older days read them as null)
+            self.client.indices.put_mapping(
+                index=self.names(target).pattern, properties={c: mappings["properties"][c] for c in new_columns},
+                ignore_unavailable=True, allow_no_indices=True,
+            )
 
-    def _refuse_type_changes(self, target: AssetTarget) -> dict:
+    def _refuse_type_changes(self, target: AssetTarget) -> tuple[dict, list[str]]:
         """A declared type must be the one the asset's template maps (the published days' indices were made from
         it): the same refusal, with the same message, as the other sinks. Fields the template has and the
         declaration does not (dropped columns) stay in the template, so declaring one again with another type is
-        refused too; new columns are added. Returns the dropped columns' mappings (kept in the template)."""
+        refused too. Returns the dropped columns' mappings (kept) and the new columns (added to the indices)."""
         try:
             found = self.client.indices.get_index_template(name=self.template_name(target)).body
         except NotFoundError:
-            return {}
+            return {}, []
         templates = found.get("index_templates") or []
         if not templates:
-            return {}
+            return {}, []
         properties = templates[0]["index_template"].get("template", {}).get("mappings", {}).get("properties", {})
         by_mapping = {json.dumps(t.elasticsearch, sort_keys=True): name for name, t in LOGICAL_TYPES.items()}
+        new_columns = []
         for col in target.decl.columns:
             mapped = properties.get(col.name)
-            if mapped is None or mapped == col.logical.elasticsearch:
-                continue
-            old = by_mapping.get(json.dumps(mapped, sort_keys=True), json.dumps(mapped, sort_keys=True))
-            raise type_change_refused(target.asset, col.name, old, col.type, f"the index template {self.template_name(target)}")
-        return {name: m for name, m in properties.items() if name not in target.decl.names}
-
-    def orphans(self, target: AssetTarget, day: str) -> list[str]:
-        """Physical indices of the day under neither alias: leftovers of crashed writes."""
-        live = {self.day_alias(target, day), self.read_alias(target)}
-        pattern = f"{self.day_alias(target, day)}-*"
-        found = self.client.indices.get_alias(index=pattern, expand_wildcards="open,closed").body
-        return sorted(index for index, info in found.items() if not live & set(info.get("aliases", {})))
+            if mapped is None:
+                new_columns.append(col.name)
+            elif mapped != col.logical.elasticsearch:
+                old = by_mapping.get(json.dumps(mapped, sort_keys=True), json.dumps(mapped, sort_keys=True))
+                raise type_change_refused(target.asset, col.name, old, col.type,
+                                          f"the index template {self.template_name(target)}")
+        if VERSION_FIELD not in properties:
+            new_columns.append(VERSION_FIELD)
+        dropped = {name: m for name, m in properties.items() if name not in target.decl.names and name != VERSION_FIELD}
+        return dropped, new_columns
 
     def versions(self, target: AssetTarget, days: Sequence[str]) -> dict[str, str | None]:
-        """The physical index under each day alias (None: none; several, comma-joined, only if someone else added
-        the alias to more)."""
-        aliases = {self.day_alias(target, day): day for day in days}
-        holders: dict[str, list[str]] = {day: [] for day in days}
-        for names in _batched(list(aliases)):
-            found = self.client.indices.get_alias(index=names, ignore_unavailable=True).body
-            for index, info in found.items():
-                for alias in info.get("aliases", {}):
-                    if alias in aliases:
-                        holders[aliases[alias]].append(index)
-        return {day: ",".join(sorted(indices)) or None for day, indices in holders.items()}
+        """The version each day alias publishes (None: none)."""
+        layout = self.layout(target)
+        return {day: layout.version(day) for day in days}
 
     def stage(self, conn, target, days, frame, run_id) -> StagedVersions:
-        staged = StagedVersions(where={}, versions={}, expected=self.versions(target, days))
+        """Under the partition lock: claim the days, delete their garbage, bulk-load the new version."""
+        names = self.names(target)
+        run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
+        token = f"{run}{secrets.token_hex(4)}"
+        layout = self._claim(target, days, token)
+        staged = StagedVersions(
+            where={day: (names.period_index(day), names.marker(names.day_alias(day), f"c.{token}")) for day in days},
+            versions={day: f"{day}@{token}" for day in days},
+            expected={day: layout.version(day) for day in days},
+        )
+        for day in days:
+            self._staged[(target.asset, day)] = f"{staged.where[day][0]}/{staged.versions[day]}"
         try:
-            for day in days:
-                orphans = self.orphans(target, day)
-                if orphans:
-                    _log.info(f"{target.asset} {day}: deleting orphan indices of crashed writes: {orphans}")
-                    for names in _batched(orphans):
-                        self.client.indices.delete(index=names, ignore_unavailable=True)
-                staged.where[day] = staged.versions[day] = self.new_index(target, day, run_id)
-                self._staged[(target.asset, day)] = staged.where[day]
-                self.client.indices.create(
-                    index=staged.where[day],
-                    settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
-                    mappings=self.mappings(target.decl),
-                )
-            self._bulk_load(target, staged.where, frame)
+            self._delete_garbage(target, staged)
+            self._bulk_load(target, staged, frame)
         except BaseException:
             self.discard(target, staged)
             raise
         return staged
 
-    def _actions(self, target: AssetTarget, staged: dict[str, str], frame: pd.DataFrame) -> Iterator[dict]:
+    def _claim(self, target: AssetTarget, days: Sequence[str], token: str) -> SearchLayout:
+        """Replace every claim marker of `days` with this write's, in one request conditional on those markers
+        (`must_exist`): a writer that staged a day earlier (its lock since lost) then fails its publish, so its
+        documents are garbage this write may delete. If such a writer published meanwhile, its claim is gone and
+        the request fails: the layout is read again. Creates the period indices the days need (each with its
+        first generation marker). Returns the layout the claim was made on."""
+        names = self.names(target)
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            layout = self.layout(target)
+            for index in sorted({names.period_index(day) for day in days} - layout.indices):
+                self._create_period_index(target, index)
+            actions = [
+                {"remove": {"index": index, "alias": marker, "must_exist": True}}
+                for day in days for index, marker in layout.markers.get(day, []) if marker_kind(marker) == "c"
+            ]
+            actions += [
+                {"add": {"index": names.period_index(day), "alias": names.marker(names.day_alias(day), f"c.{token}")}}
+                for day in days
+            ]
+            try:
+                self.client.indices.update_aliases(actions=actions)
+                return layout
+            except ApiError as exc:
+                if exc.status_code not in (404, 409) or attempt == TRANSIENT_ATTEMPTS:
+                    raise
+                _log.info(f"{target.asset}: a day's marker moved while claiming {days[0]}..{days[-1]}; reading again")
+        raise AssertionError("unreachable")
+
+    def _create_period_index(self, target: AssetTarget, index: str) -> None:
+        mappings = self._mappings.get(target.asset) or self.mappings(target.decl)
+        try:
+            self.client.indices.create(
+                index=index,
+                settings={**INDEX_SETTINGS, "number_of_replicas": self.replicas},
+                mappings=mappings,
+                aliases={SearchNames.marker(index, f"g.{secrets.token_hex(4)}"): {}},
+            )
+        except ApiError as exc:
+            if exc.status_code != 400 or "already_exists" not in str(exc):
+                raise  # another writer created it first: use it
+
+    def _delete_garbage(self, target: AssetTarget, staged: StagedVersions) -> None:
+        """The claimed days' documents of any version but the published one: leftovers of crashed or stale
+        writes (none of them can publish any more: their claims are gone)."""
+        by_index: dict[str, list[str]] = {}
+        for day, (index, _) in staged.where.items():
+            by_index.setdefault(index, []).append(day)
+        for index, days in by_index.items():
+            keep = [v for day in days for v in (staged.expected[day] or "").split(",") if v]
+            query = {"bool": {"filter": [{"terms": {PARTITION_COLUMN: days}}],
+                              "must_not": [{"terms": {VERSION_FIELD: keep}}] if keep else []}}
+            self.client.delete_by_query(index=index, query=query, conflicts="proceed", refresh=False,
+                                        ignore_unavailable=True)
+
+    def _actions(self, target: AssetTarget, staged: StagedVersions, frame: pd.DataFrame) -> Iterator[dict]:
         decl = target.decl
         names = decl.names
         for start in range(0, len(frame), ROW_BATCH):
             batch = frame.iloc[start : start + ROW_BATCH]
             columns = {c.name: json_values(batch[c.name], c.type) for c in decl.columns}
-            ids = document_ids([columns[k] for k in decl.key])
-            indices = [staged[day] for day in columns[PARTITION_COLUMN]]
-            for index, doc_id, *values in zip(indices, ids, *(columns[n] for n in names)):
-                yield {"_index": index, "_id": doc_id, "_source": dict(zip(names, values))}
+            keys = document_ids([columns[k] for k in decl.key])
+            days = columns[PARTITION_COLUMN]
+            for day, key, *values in zip(days, keys, *(columns[n] for n in names)):
+                version = staged.versions[day]
+                source = dict(zip(names, values))
+                source[VERSION_FIELD] = version
+                yield {"_index": staged.where[day][0], "_id": document_id(version, key), "_source": source}
 
-    def _bulk_load(self, target: AssetTarget, staged: dict[str, str], frame: pd.DataFrame) -> None:
-        day_of = {index: day for day, index in staged.items()}
+    def _bulk_load(self, target: AssetTarget, staged: StagedVersions, frame: pd.DataFrame) -> None:
         failed: dict[str, int] = {}
         shown: list[str] = []
         results = helpers.streaming_bulk(
@@ -324,13 +422,14 @@ class ElasticsearchIndexSink(PartitionSink):
                 if ok:
                     continue
                 result = next(iter(item.values()))
-                day = day_of.get(result.get("_index"), "?")
+                version, _, key = str(result.get("_id", "")).partition("/")  # `<day>@<token>/<key id>`
+                day = version.split("@", 1)[0] if key else "?"
                 failed[day] = failed.get(day, 0) + 1
                 if len(shown) < SHOWN_FAILURES:
-                    shown.append(f"{day} id {result.get('_id')!r}: {_reason(result.get('error'))}")
+                    shown.append(f"{day} id {key or result.get('_id')!r}: {_reason(result.get('error'))}")
         except (ApiError, TransportError) as exc:
             raise BulkIndexingError(
-                f"asset {target.asset!r}: bulk load of {', '.join(staged)} failed: {exc}. Nothing was published."
+                f"asset {target.asset!r}: bulk load of {_span(list(staged.where))} failed: {exc}. Nothing was published."
             ) from exc
         if failed:
             per_day = ", ".join(f"{day}: {n}" for day, n in sorted(failed.items()))
@@ -341,111 +440,152 @@ class ElasticsearchIndexSink(PartitionSink):
             )
 
     def verify_staged(self, conn, target, staged: StagedVersions, digests) -> None:
-        staged = staged.where
-        indices = list(staged.values())
+        """Refresh, then each day's new version counts exactly the frame's rows of the day (with ids made from the
+        key, duplicated keys would collapse into fewer documents: equal counts also prove the key unique)."""
+        indices = sorted({index for index, _ in staged.where.values()})
         for names in _batched(indices):
             self.client.indices.refresh(index=names)
-        wrong = {}
-        for day, index in staged.items():
-            response = self.client.count(index=index).body
-            if response["count"] != digests[day].rows or response.get("_shards", {}).get("failed"):
-                wrong[day] = (response["count"], digests[day].rows)
+        counts = self._version_counts(indices, list(staged.versions.values()))
+        wrong = {day: (counts.get(version, 0), digests[day].rows)
+                 for day, version in staged.versions.items() if counts.get(version, 0) != digests[day].rows}
         if wrong:
             raise StagingMismatch(
                 f"asset {target.asset!r}: staged document counts differ from the frame's rows "
                 f"(day: (count, rows)): {wrong}; duplicate keys collapse into one document, check the key"
             )
 
+    def _version_counts(self, indices: Sequence[str], versions: Sequence[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for names in _batched(list(indices)):
+            response = self.client.search(
+                index=names, size=0, query={"terms": {VERSION_FIELD: list(versions)}},
+                aggs={"v": {"terms": {"field": VERSION_FIELD, "size": max(len(versions), 1)}}},
+            ).body
+            if response.get("_shards", {}).get("failed"):
+                raise StagingMismatch(f"counting staged documents in {names} failed on a shard: {response['_shards']}")
+            for bucket in response["aggregations"]["v"]["buckets"]:
+                counts[bucket["key"]] = counts.get(bucket["key"], 0) + bucket["doc_count"]
+        return counts
+
     def publish(self, conn, target, staged: StagedVersions) -> None:
-        read_alias = self.read_alias(target)
-        indices = staged.where
-        day_aliases = {day: self.day_alias(target, day) for day in indices}
-        try:
-            for names in _batched(list(indices.values())):
-                self.client.indices.put_settings(
-                    index=names, settings={"index": {"refresh_interval": None, "number_of_replicas": self.replicas}}
-                )
-        except NotFoundError as exc:  # a newer owner of the day deleted this write's staged index as an orphan
-            raise self._stale(target, {day: "staged index removed" for day in indices}, exc) from None
-        first = [day for day in indices if staged.expected[day] is None]
-        now = self.versions(target, first)
-        moved = {day: now[day] for day in first if now[day] is not None}
-        if moved:
-            raise self._stale(target, moved)
-        actions: list[dict] = []
-        old = sorted({index for day in indices if staged.expected[day] for index in staged.expected[day].split(",")})
-        holding = self.client.indices.get_alias(index=",".join(old), ignore_unavailable=True).body if old else {}
-        for day, expected in staged.expected.items():
-            for index in (expected or "").split(",") if expected else ():
-                actions.append({"remove": {"index": index, "alias": day_aliases[day], "must_exist": True}})
-        for index in old:
-            if read_alias in holding.get(index, {}).get("aliases", {}):
-                actions.append({"remove": {"index": index, "alias": read_alias, "must_exist": True}})
-        for day, index in indices.items():
-            actions.append({"add": {"index": index, "alias": day_aliases[day]}})
-            actions.append({"add": {"index": index, "alias": read_alias}})
+        """One `_aliases` request, conditional on this write's claims and on each period index's generation:
+        move every day alias to its new version, refilter the read alias on each index, renew the markers. The
+        writers of other days of the same index take turns (`ledger.lock_containers`, held until COMMIT)."""
+        names = self.names(target)
+        touched = sorted({index for index, _ in staged.where.values()})
+        if conn is not None:
+            ledger.lock_containers(conn, touched)
+        layout = self.layout(target)
+        first = [day for day in staged.where if staged.expected[day] is None and layout.version(day) is not None]
+        if first:  # a first publish has no version to condition on: published by another writer meanwhile?
+            raise self._stale(target, {day: "published" for day in first})
+        actions = self._publish_actions(target, names, layout, staged, touched)
         try:
             self.client.indices.update_aliases(actions=actions)
         except (ApiError, TransportError) as exc:
             # An ambiguous failure (a timeout) may have moved the aliases: read them back before deciding.
-            if not self._aliases_point_at(indices, day_aliases):
+            if not self._published(target, staged):
                 if isinstance(exc, ApiError) and exc.status_code in (404, 409):  # a `must_exist` removal refused
-                    raise self._stale(target, {day: "moved" for day in indices}, exc) from None
+                    raise self._stale(target, {day: "claimed by another writer" for day in staged.where}, exc) from None
                 raise
             _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
-        superseded = sorted(set(old) - set(indices.values()))
+        self._delete_superseded(target, layout, staged)
+
+    def _publish_actions(self, target, names: SearchNames, layout: SearchLayout, staged: StagedVersions,
+                         touched: Sequence[str]) -> list[dict]:
+        actions: list[dict] = []
+        versions_of = {index: layout.published_versions(index) for index in touched}
+        for day, (index, claim) in staged.where.items():
+            day_alias = names.day_alias(day)
+            # Conditions: this write's claim still stands, and the day still publishes the version it saw.
+            actions.append({"remove": {"index": index, "alias": claim, "must_exist": True}})
+            for version in (staged.expected[day] or "").split(","):
+                if "@" in version:  # a version of this layout: its published marker (else the earlier layout's index)
+                    actions.append({"remove": {"index": index, "alias": names.marker(day_alias, "p." + version_token(version)),
+                                               "must_exist": True}})
+            actions.append({"add": {"index": index, "alias": names.marker(day_alias, "p." + version_token(staged.versions[day]))}})
+            for other in layout.earlier_layout_indices([day])[day]:  # the day's per-day index of the earlier layout
+                actions.append({"remove": {"index": other, "alias": day_alias, "must_exist": True}})
+                if other in layout.read_alias_on:
+                    actions.append({"remove": {"index": other, "alias": names.read_alias, "must_exist": True}})
+            actions.append({"add": {"index": index, "alias": day_alias,
+                                    "filter": {"term": {VERSION_FIELD: staged.versions[day]}}}})
+            versions_of[index][day] = staged.versions[day]
+        for index in touched:
+            for generation in layout.generations.get(index, []):
+                actions.append({"remove": {"index": index, "alias": generation, "must_exist": True}})
+            actions.append({"add": {"index": index, "alias": SearchNames.marker(index, f"g.{secrets.token_hex(4)}")}})
+            published = sorted(versions_of[index].values())
+            actions.append({"add": {"index": index, "alias": names.read_alias,
+                                    "filter": {"terms": {VERSION_FIELD: published}}}})
+        return actions
+
+    def _published(self, target: AssetTarget, staged: StagedVersions) -> bool:
         try:
-            for names in _batched(superseded):
+            layout = self.layout(target)
+        except (ApiError, TransportError):
+            return False
+        return all(layout.version(day) == version for day, version in staged.versions.items())
+
+    def _delete_superseded(self, target: AssetTarget, layout: SearchLayout, staged: StagedVersions) -> None:
+        """The days' previous versions, and the per-day indices of the earlier layout they leave empty. Never
+        raises: what is left is garbage the next write of the day deletes."""
+        old: dict[str, list[str]] = {}
+        earlier: list[str] = []
+        for day, (index, _) in staged.where.items():
+            for holder, version in (layout.days.get(day) or {}).items():
+                if holder == index:
+                    old.setdefault(index, []).append(version)
+                else:
+                    earlier.append(holder)
+        try:
+            for index, versions in old.items():
+                self.client.delete_by_query(index=index, query={"terms": {VERSION_FIELD: versions}},
+                                            conflicts="proceed", refresh=False, ignore_unavailable=True)
+            for names in _batched(sorted(set(earlier))):
                 self.client.indices.delete(index=names, ignore_unavailable=True)
         except (ApiError, TransportError) as exc:
-            _log.warning(f"{target.asset}: superseded {superseded} not deleted ({exc}); the next write will")
+            _log.warning(f"{target.asset}: superseded versions not deleted ({exc}); the next write of the day will")
 
     @staticmethod
     def _stale(target: AssetTarget, moved: dict, cause: BaseException | None = None) -> StalePublish:
         reason = f" ({str(cause).splitlines()[0][:200]})" if cause else ""
         return StalePublish(
-            f"asset {target.asset!r}: another writer moved the day alias of {', '.join(sorted(moved))} since this write "
+            f"asset {target.asset!r}: another writer claimed or published {', '.join(sorted(moved))} since this write "
             f"took the partition lock{reason}; the alias request was refused whole, nothing was published"
         )
 
-    def _aliases_point_at(self, staged: dict[str, str], day_aliases: dict[str, str]) -> bool:
-        try:
-            current: dict[str, dict] = {}
-            for names in _batched(list(day_aliases.values())):
-                current.update(self.client.indices.get_alias(index=names, ignore_unavailable=True).body)
-        except (ApiError, TransportError):
-            return False
-        return all(day_aliases[day] in current.get(index, {}).get("aliases", {}) for day, index in staged.items())
-
     def discard(self, target, staged: StagedVersions) -> None:
-        """Delete the staged indices, best effort (an index left behind is an orphan the next write removes)."""
-        staged = staged.where if staged else {}
-        if not staged:
+        """Delete the staged versions' documents, best effort (what is left is garbage the next write deletes).
+        Never a published version: only `stage`'s own, and only when its publish did not happen."""
+        if not staged or not staged.where:
             return
+        by_index: dict[str, list[str]] = {}
+        for day, (index, _) in staged.where.items():
+            by_index.setdefault(index, []).append(staged.versions[day])
         try:
-            live = set()
-            for names in _batched(list(staged.values())):
-                found = self.client.indices.get_alias(index=names, ignore_unavailable=True).body
-                live |= {index for index, info in found.items() if info.get("aliases")}
-            doomed = [index for index in staged.values() if index not in live]
-            for names in _batched(doomed):
-                self.client.indices.delete(index=names, ignore_unavailable=True)
+            for index, versions in by_index.items():
+                self.client.delete_by_query(index=index, query={"terms": {VERSION_FIELD: versions}},
+                                            conflicts="proceed", refresh=False, ignore_unavailable=True)
         except (ApiError, TransportError) as exc:
-            _log.warning(f"{target.asset}: could not delete staged indices {sorted(staged.values())} ({exc})")
+            _log.warning(f"{target.asset}: could not delete the staged versions {sorted(staged.versions.values())} ({exc})")
 
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
+        """The published documents of `days`, through their day aliases (40 aliases per scroll)."""
         decl = target.decl
         if not days:
             return decl.empty_frame()
-        missing = [day for day in days if not self.client.indices.exists_alias(name=self.day_alias(target, day))]
+        names = self.names(target)
+        layout = self.layout(target)
+        missing = [day for day in days if day not in layout.days]
         if missing:
             raise PartitionNotFound(
-                f"asset {target.asset!r}: no index under the day alias {self.day_alias(target, missing[0])} "
+                f"asset {target.asset!r}: no index under the day alias {names.day_alias(missing[0])} "
                 f"for day(s) {', '.join(missing)}; materialize the partition first"
             )
         sources: list[dict] = []
-        for day in days:
-            hits = helpers.scan(self.client, index=self.day_alias(target, day), size=SCAN_PAGE, scroll="2m")
+        for aliases in _batched([names.day_alias(day) for day in days]):
+            hits = helpers.scan(self.client, index=aliases, size=SCAN_PAGE, scroll="2m")
             sources.extend(hit["_source"] for hit in hits)
         columns = {}
         for col in decl.columns:
@@ -459,9 +599,13 @@ class ElasticsearchIndexSink(PartitionSink):
                 columns[col.name] = pd.to_numeric(pd.Series(values, dtype=object), errors="raise")
             else:
                 columns[col.name] = pd.Series(values, dtype=object)
-        what = f"index {self.read_alias(target)}, days {days[0]}..{days[-1]}"
+        what = f"index {names.read_alias}, days {days[0]}..{days[-1]}"
         frame = decl.coerce(pd.DataFrame(columns), what=what)
         return frame.sort_values(list(decl.partition_key), ignore_index=True)
+
+
+def _span(days: Sequence[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]} ({len(days)} days)"
 
 
 def _reason(error: Any) -> str:
@@ -473,13 +617,17 @@ def _reason(error: Any) -> str:
 
 
 class ElasticsearchPartitionIOManager(PartitionIOManager):
-    """Daily partitions of an asset as Elasticsearch indices: `<asset>-YYYY.MM.DD` per day, `<asset>` for all."""
+    """Daily partitions of an asset in Elasticsearch: one index per asset per year (or month, `index_period`), a
+    filtered alias per day (`<asset>-YYYY.MM.DD`) and one for the asset (`<asset>`)."""
 
     enforces_key: ClassVar[bool] = True  # one row per key by construction: no `unique_key` check
 
     es: ElasticsearchResource
     replicas: int = 1
     bulk_chunk_docs: int = BULK_CHUNK_DOCS
+    index_period: str = Field(default="year", description="one physical index per asset per `year` or `month`: "
+                              "a month for assets whose year would exceed ~50 GB (a shard's sensible size)")
 
     def sink(self) -> ElasticsearchIndexSink:
-        return ElasticsearchIndexSink(self.es, replicas=self.replicas, bulk_chunk_docs=self.bulk_chunk_docs)
+        return ElasticsearchIndexSink(self.es, replicas=self.replicas, bulk_chunk_docs=self.bulk_chunk_docs,
+                                      period=self.index_period)

@@ -145,6 +145,15 @@ def lock_partitions(conn: psycopg.Connection, asset: str, days: Iterable[str]) -
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:partition:{asset}:{day}",))
 
 
+def lock_containers(conn: psycopg.Connection, names: Iterable[str]) -> None:
+    """Take the transaction-scoped advisory lock of each sink container several days share (e.g. a search
+    index holding a year), in ascending order, after the partition locks: writers of different days publishing
+    into one container take turns, and no two writers wait on each other in a cycle."""
+    with conn.cursor() as cur:
+        for name in sorted(set(names)):
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"idem:container:{name}",))
+
+
 _SELECTED = sql.SQL(
     "id, asset, partition, sink, location, run_id, row_count, fingerprint, previous_fingerprint, published_at, store, "
     "changed, version, confirmed, COALESCE(fingerprint_algo, {}) AS fingerprint_algo"

@@ -33,6 +33,7 @@ from idem_platform.storage.elasticsearch_store import (
     ElasticsearchPartitionIOManager,
     PartitionNotFound,
 )
+from idem_platform.storage.search_layout import VERSION_FIELD
 from idem_platform.storage.search_client import ElasticsearchResource, PlainJsonHttpNode
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions
@@ -108,10 +109,21 @@ def write(sink, postgres, target, frame, *, run_id: str | None = None) -> list[l
     return publish_partitions(sink, postgres, target, [DAY], frame, run_id or str(uuid.uuid4()))
 
 
-def physical_indices(sink: ElasticsearchIndexSink, target: AssetTarget, day: str = DAY) -> dict[str, set[str]]:
-    """Every physical index of the day, with its aliases."""
-    found = sink.client.indices.get_alias(index=f"{sink.day_alias(target, day)}-*").body
-    return {index: set(info.get("aliases", {})) for index, info in found.items()}
+def published_version(sink: ElasticsearchIndexSink, target: AssetTarget, day: str = DAY) -> tuple[str, str]:
+    """The physical index and version under the day alias (exactly one)."""
+    held = sink.layout(target).days.get(day, {})
+    assert len(held) == 1, held
+    return next(iter(held.items()))
+
+
+def garbage(sink: ElasticsearchIndexSink, target: AssetTarget, day: str = DAY) -> int:
+    """Documents of the day in its period index that belong to no published version (after a refresh)."""
+    names = sink.names(target)
+    index = names.period_index(day)
+    sink.client.indices.refresh(index=index)
+    keep = list((sink.layout(target).days.get(day) or {}).values())
+    query = {"bool": {"filter": [{"term": {"partition_date": day}}], "must_not": [{"terms": {VERSION_FIELD: keep}}]}}
+    return sink.client.count(index=index, query=query).body["count"]
 
 
 def count(sink: ElasticsearchIndexSink, name: str) -> int:
@@ -124,13 +136,16 @@ def ledger_rows(postgres, asset: str) -> list[ledger.LedgerEntry]:
 
 
 def assert_one_published_index(sink, target, day: str = DAY, docs: int = ROWS) -> str:
-    """The day holds `docs` documents, through both aliases, in exactly one physical index; returns its name."""
-    indices = physical_indices(sink, target, day)
-    assert len(indices) == 1, indices
-    [(index, aliases)] = indices.items()
-    assert aliases == {sink.day_alias(target, day), sink.read_alias(target)}
+    """The day holds `docs` documents through both aliases: one version in the day's period index, which the read
+    alias selects on that index; returns `<index>/<version>` (the ledger's location)."""
+    index, version = published_version(sink, target, day)
+    assert index == sink.names(target).period_index(day)
     assert count(sink, sink.day_alias(target, day)) == docs
-    return index
+    query = {"term": {"partition_date": day}}
+    assert sink.client.count(index=sink.read_alias(target), query=query).body["count"] == docs
+    read_filter = sink.client.indices.get_alias(index=index, name=sink.read_alias(target)).body[index]["aliases"]
+    assert version in read_filter[sink.read_alias(target)]["filter"]["terms"][VERSION_FIELD]
+    return f"{index}/{version}"
 
 
 @pytest.fixture
@@ -158,7 +173,9 @@ def test_three_reruns_replace_the_day_with_one_fingerprint(resources, postgres, 
         assert count(sink, sink.read_alias(target)) == ROWS
         metadata = result.asset_materializations_for_node(search.op.name)[0].metadata
         assert metadata["row_count"].value == ROWS and metadata["location"].value == indices[-1]
-    assert len(set(indices)) == 3, "every write creates its own physical index"
+    assert len(set(indices)) == 3, "every write publishes its own version"
+    assert len({i.split("/")[0] for i in indices}) == 1, "in the one physical index of the year"
+    assert garbage(sink, target) == 0
 
     rows = ledger_rows(postgres, target.asset)
     assert [(e.sink, e.row_count, e.changed) for e in rows] == [
@@ -205,7 +222,7 @@ def test_concurrent_writers_end_in_one_published_index(writers, es, postgres, si
 
     index = assert_one_published_index(sink, target)
     assert count(sink, sink.read_alias(target)) == ROWS
-    assert sink.orphans(target, DAY) == []
+    assert garbage(sink, target) == 0
     rows = ledger_rows(postgres, target.asset)
     assert len(rows) == writers and rows[-1].location == index
     assert [e.changed for e in rows] == [True] + [False] * (writers - 1)
@@ -233,9 +250,8 @@ def test_range_run_publishes_thirty_day_aliases(resources, postgres, sink, searc
     assert result.success
 
     aliased = sink.client.indices.get_alias(index=sink.read_alias(target)).body
-    assert len(aliased) == 30
-    day_aliases = {a for info in aliased.values() for a in info["aliases"]} - {sink.read_alias(target)}
-    assert day_aliases == {sink.day_alias(target, d) for d in days}
+    assert list(aliased) == [sink.names(target).period_index(days[0])]  # one physical index for the 30 days
+    assert set(sink.layout(target).days) == set(days)
     for day in days:
         assert_one_published_index(sink, target, day, docs=20)
     assert count(sink, sink.read_alias(target)) == 600
@@ -268,7 +284,7 @@ CRASHING_WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("dies", ["after_stage", "mid_stage"])
-def test_write_that_dies_leaves_an_orphan_the_next_write_removes(
+def test_write_that_dies_leaves_garbage_the_next_write_removes(
     dies, es, pg_dsn, postgres, sink, search_asset_name, monkeypatch
 ):
     target = target_named(search_asset_name())
@@ -284,19 +300,15 @@ def test_write_that_dies_leaves_an_orphan_the_next_write_removes(
     monkeypatch.delenv("IDEM_FAULT", raising=False)
     assert child.returncode == 137, child.stderr
 
-    # The published day is whole, the ledger untouched, the staged index left behind under no alias.
-    [staged] = sink.orphans(target, DAY)
-    assert "-crashed0-" in staged
-    aliases = {sink.day_alias(target, DAY), sink.read_alias(target)}
-    assert physical_indices(sink, target) == {before.location: aliases, staged: set()}
+    # The published day is whole, the ledger untouched, the staged version left behind under no alias.
+    assert assert_one_published_index(sink, target) == before.location
     assert count(sink, sink.day_alias(target, DAY)) == count(sink, sink.read_alias(target)) == ROWS
     assert fingerprint(sink.read(target, [DAY]), target.decl) == before.fingerprint
     assert [e.run_id for e in ledger_rows(postgres, target.asset)] == [before.run_id]
-    sink.client.indices.refresh(index=staged)  # the child died before its own refresh
-    assert count(sink, staged) == (ROWS if dies == "after_stage" else 250)
+    assert garbage(sink, target) == (ROWS if dies == "after_stage" else 250)  # the child died before its refresh
 
     [after] = write(ElasticsearchIndexSink(es), postgres, target, people_frame())
-    assert sink.orphans(target, DAY) == []
+    assert garbage(sink, target) == 0
     assert assert_one_published_index(sink, target) == after.location
     assert not after.changed
 
@@ -355,7 +367,7 @@ def test_rejected_documents_fail_the_run_and_keep_the_published_day(resources, p
     assert assert_one_published_index(sink, target) == published.location
     assert fingerprint(sink.read(target, [DAY]), target.decl) == published.fingerprint
     assert ledger_rows(postgres, target.asset) == [published]
-    assert sink.orphans(target, DAY) == []
+    assert garbage(sink, target) == 0
 
 
 def test_reading_a_day_never_published_names_asset_and_day(sink, search_asset_name):
