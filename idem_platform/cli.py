@@ -235,6 +235,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(verdicts)
 
 
+def cmd_search_migrate(args: argparse.Namespace) -> int:
+    from .search_migration import migrate_asset, search_assets
+
+    location = _location(args)
+    assets = [args.asset] if args.asset else search_assets(location.defs)
+    for asset in assets:
+        print(migrate_asset(location.defs, asset, progress=_progress).describe(), flush=True)
+    return 0
+
+
 def _add_partition_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--partition", help="one day, YYYY-MM-DD")
@@ -294,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--config-json", help="run config for the recomputation (as for dagster asset materialize)")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=cmd_verify)
+    mig = sub.add_parser(
+        "search-migrate",
+        help="move days published as one search index per day (before the year indices) into their year index, "
+        "atomically per day",
+    )
+    mig.add_argument("asset", nargs="?", help="one asset (default: every search asset of the code location)")
+    _add_location_args(mig)
+    mig.set_defaults(func=cmd_search_migrate)
     from .pipelines.scooters.simulator import add_simulate_scooters_parser
 
     add_simulate_scooters_parser(sub)

@@ -198,13 +198,20 @@ class PartitionNotFound(LookupError):
     pass
 
 
+class VersionMoved(RuntimeError):
+    """A write pinned to the versions it read (`pinned_versions`, e.g. `idem search-migrate`) found another version
+    live under the partition lock; nothing was staged."""
+
+
 class ElasticsearchIndexSink(PartitionSink):
     name = "elasticsearch"
     value_limits = VALUE_LIMITS
 
     def __init__(self, es: ElasticsearchResource, *, replicas: int = 1, bulk_chunk_docs: int = BULK_CHUNK_DOCS,
-                 period: str = "year", days_per_transaction: int | None = None):
+                 period: str = "year", days_per_transaction: int | None = None,
+                 pinned_versions: dict[str, str | None] | None = None):
         self.es, self.replicas, self.bulk_chunk_docs, self.period = es, replicas, bulk_chunk_docs, period
+        self.pinned_versions = pinned_versions  # stage refuses a day whose live version is another (VersionMoved)
         self.client = es.client()
         self.max_days_per_transaction = days_per_transaction or settings.current().pg_days_per_transaction or None
         self._staged: dict[tuple[str, str], str] = {}  # (asset, day) -> "<index>/<version>" this sink staged
@@ -320,6 +327,10 @@ class ElasticsearchIndexSink(PartitionSink):
         run = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
         token = f"{run}{secrets.token_hex(4)}"
         layout = self._claim(target, days, token)
+        if self.pinned_versions is not None:
+            moved = [d for d in days if layout.version(d) != self.pinned_versions.get(d)]
+            if moved:
+                raise VersionMoved(f"asset {target.asset!r}: {', '.join(moved)} changed since read; nothing was staged")
         staged = StagedVersions(
             where={day: (names.period_index(day), names.marker(names.day_alias(day), f"c.{token}")) for day in days},
             versions={day: f"{day}@{token}" for day in days},
