@@ -36,7 +36,7 @@ from .storage.ledger import LedgerEntry
 from .storage.partition_store import LockWaitTimeout, PartitionLockLost
 from .storage.postgres_store import PostgresPartitionIOManager
 from .storage.schema import Column, SchemaError
-from .storage.search_client import ElasticsearchResource
+from .storage.search_client import ElasticsearchResource, UnsupportedSearchCluster
 from .ledger_api import published_partitions
 from .verification import PartitionVerdict, verify_job, verify_partitions
 
@@ -60,6 +60,7 @@ __all__ = [
     "SEARCH_IO",
     "SchemaError",
     "ServiceNotFound",
+    "UnsupportedSearchCluster",
     "WAREHOUSE_IO",
     "checks_for",
     "daily_partitions",

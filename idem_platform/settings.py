@@ -57,7 +57,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Elasticsearch URL; unset, the local server `idem up` started (its URL in `<state dir>/search.url`)"),
     Variable("IDEM_ES_PLAIN_JSON", "`true`",
              "send `application/json` / `application/x-ndjson` instead of the Elasticsearch 9 vendor media types: "
-             "needed by OpenSearch-compatible servers and by Elasticsearch 8; turn off only for Elasticsearch 10+"),
+             "needed by the osmem server and by Elasticsearch 8, harmless for Elasticsearch 9; turn off only for "
+             "Elasticsearch 10+"),
     Variable("IDEM_ES_API_KEY", "", "search API key (read as an `EnvVar`: never in run config, logs or metadata)"),
     Variable("IDEM_ES_USERNAME", "", "search basic-auth user (with `IDEM_ES_PASSWORD`; read as an `EnvVar`)"),
     Variable("IDEM_ES_PASSWORD", "", "search basic-auth password (read as an `EnvVar`)"),

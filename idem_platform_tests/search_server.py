@@ -1,7 +1,7 @@
 """pytest plugin: a real HTTP search server for the Elasticsearch sink tests (never a mock).
 
-Server choice: `IDEM_ES_URL` when set (a real Elasticsearch or OpenSearch cluster; `IDEM_ES_PLAIN_JSON` and the
-credential variables as in `elasticsearch_from_env`), else one local osmem server (the in-memory
+Server choice: `IDEM_ES_URL` when set (a real Elasticsearch cluster; `IDEM_ES_PLAIN_JSON` and the credential
+variables as `ElasticsearchResource` reads them), else one local osmem server (the in-memory
 OpenSearch-compatible server of the `osmem-server` wheel) started for the session, with a fresh clone of its
 empty base per test. Either way each test names its assets with `search_asset_name`, so tests never share an
 index, and on a shared cluster everything a test created under those names is deleted afterwards.

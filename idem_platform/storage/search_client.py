@@ -1,5 +1,10 @@
-"""The search cluster: the `elasticsearch` 9 client, its transport for OpenSearch-compatible servers, and the
-resource that finds the cluster.
+"""The search cluster: the `elasticsearch` 9 client, its plain-JSON transport (Elasticsearch 8, the osmem server),
+and the resource that finds the cluster.
+
+Compatibility (README "Search cluster compatibility"): the client is the official `elasticsearch` 9 client with its
+product check kept. A server that fails it (real OpenSearch does: it sends no `X-Elastic-Product: Elasticsearch`
+header) is refused with `UnsupportedSearchCluster` on the client's first request, a read-only `GET /`, before
+anything is written; the message names the URL, what the server says it is and what is supported.
 
 `ElasticsearchResource()` left unconfigured finds its cluster **when it is used**, from `idem_platform.settings`:
 `IDEM_ES_URL`, else the local server `idem up` started (its URL in `<state dir>/search.url`), else it fails
@@ -15,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 from elastic_transport import Urllib3HttpNode
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from pydantic import Field
 
 from .. import settings
@@ -47,8 +52,91 @@ class PlainJsonHttpNode(Urllib3HttpNode):
         return super().perform_request(method, target, body=body, headers=headers, **kwargs)
 
 
+SUPPORTED_CLUSTERS = (
+    "Elasticsearch 8 and 9 through the plain-JSON transport (IDEM_ES_PLAIN_JSON=true, the default; not run in CI), "
+    "and the osmem in-memory server that `idem up` starts (the only server CI runs); OpenSearch is not supported"
+)
+
+
+class UnsupportedSearchCluster(RuntimeError):
+    """The cluster fails the `elasticsearch` client's product check (it is not Elasticsearch, e.g. OpenSearch).
+
+    Not an `ApiError`: no retry or read-back path of the sink mistakes it for a failed request. Its `__cause__` is the
+    client's `UnsupportedProductError`.
+    """
+
+
+class _ProductCheck:
+    """Shared by a client and its `options()` copies, so the `GET /` check runs once per `client()`."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+class CheckedElasticsearch(Elasticsearch):
+    """The `elasticsearch` client, whose product check runs first, on a read-only `GET /`, and fails by name.
+
+    The client checks `X-Elastic-Product: Elasticsearch` on the first successful response of whatever request comes
+    first, so against a server that fails it, a write would land and then raise a bare `UnsupportedProductError`
+    deep in a run. Here the first request of a client (and of its `options()` copies) is preceded by `GET /`
+    through the client itself, product check included; a failed check raises `UnsupportedSearchCluster` naming the
+    URL, `version.distribution`, `version.number` and `tagline`, before anything is written. The check is not
+    bypassed: if `GET /` is refused (an API key without the `monitor` privilege answers 403), the client's own check
+    still runs on the first successful response, and a failure there is reported the same way.
+    """
+
+    _idem_check: _ProductCheck | None = None
+
+    def _product_check(self) -> _ProductCheck:
+        if self._idem_check is None:
+            self._idem_check = _ProductCheck()
+        return self._idem_check
+
+    def options(self, *args, **kwargs):
+        client = super().options(*args, **kwargs)
+        client._idem_check = self._product_check()
+        return client
+
+    def perform_request(self, method, path, **kwargs):
+        check = self._product_check()
+        try:
+            if not check.done:
+                try:
+                    super().perform_request("GET", "/", headers={"accept": "application/json"},
+                                            endpoint_id="info", path_parts={})
+                except UnsupportedProductError:
+                    raise
+                except ApiError:
+                    pass  # GET / refused (403, ...): the client checks the request's own response instead
+                check.done = True
+            return super().perform_request(method, path, **kwargs)
+        except UnsupportedProductError as exc:
+            raise UnsupportedSearchCluster(refusal_message(self._urls(), exc.body)) from exc
+
+    def _urls(self) -> str:
+        return ", ".join(node.base_url for node in self.transport.node_pool.all()) or "(no node)"
+
+
+def refusal_message(url: str, answer: Any) -> str:
+    """What the platform says about a server that fails the product check; `answer` is the response body."""
+    version = answer.get("version") if isinstance(answer, dict) else None
+    if isinstance(version, dict):
+        says = (f"it says it is distribution {version.get('distribution')!r}, "
+                f"version {version.get('number')!r}, tagline {answer.get('tagline')!r} (GET /)")
+    else:
+        says = f"it did not say what it is (GET / refused or not JSON); it answered {str(answer)[:200]!r}"
+    return (
+        f"the search cluster at {url} is not supported: it does not send the `X-Elastic-Product: Elasticsearch` "
+        f"response header, so the `elasticsearch` client this platform uses refuses it (UnsupportedProductError, "
+        f"its product check); {says}. Supported: {SUPPORTED_CLUSTERS}. Set IDEM_ES_URL to an Elasticsearch "
+        f"cluster (README, \"Search cluster compatibility\")."
+    )
+
+
 class ElasticsearchResource(dg.ConfigurableResource):
-    """An Elasticsearch (or OpenSearch-compatible) cluster reached over HTTP with the official 9.x client.
+    """An Elasticsearch cluster (or the osmem in-memory server) reached over HTTP with the official 9.x client.
 
     Credentials: `api_key`, or `username` + `password`, normally `dg.EnvVar`s so the UI shows their names only;
     they are left out of this resource's repr and never logged (the transport hides the Authorization header).
@@ -57,8 +145,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
     `plain_json` (default True) sends plain `application/json` / `application/x-ndjson` instead of the client's
     `application/vnd.elasticsearch+json; compatible-with=9` (see `PlainJsonHttpNode`):
 
-    - required for OpenSearch and OpenSearch-compatible servers (such as the local osmem server), which reject
-      the compatibility media types with 406;
+    - required for the local osmem server (as for OpenSearch-API servers generally), which rejects the
+      compatibility media types with 406;
     - harmless against Elasticsearch 9: plain JSON *is* the 9.x API, the same requests and responses;
     - needed against Elasticsearch 8, which refuses `compatible-with=9` with 400; plain JSON gets the 8.x API,
       which covers everything this platform calls (index templates, bulk, aliases, count, scroll);
@@ -66,8 +154,9 @@ class ElasticsearchResource(dg.ConfigurableResource):
       answer in the 9.x format this client understands.
 
     Real OpenSearch does not send the `X-Elastic-Product: Elasticsearch` response header that the client
-    checks on its first successful response (`UnsupportedProductError`); plain JSON does not change that check
-    (osmem sends the header).
+    checks (its product check); plain JSON does not change that. `client()` keeps the check and runs it first
+    (`CheckedElasticsearch`): such a cluster fails with `UnsupportedSearchCluster` before anything is written.
+    osmem sends the header.
 
     Requests are retried up to 3 times on connection errors; bulk documents have deterministic ids, so a
     retried chunk overwrites what it already wrote.
@@ -83,7 +172,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
                                     "empty: IDEM_ES_PLAIN_JSON (default true)")
     ca_certs: str | None = Field(default=None, description="CA bundle for a cluster with its own certificate")
 
-    def client(self) -> Elasticsearch:
+    def client(self) -> CheckedElasticsearch:
         api_key, username, password = _resolved(self.api_key), _resolved(self.username), _resolved(self.password)
         if not (api_key or username or password):
             api_key = settings.raw("IDEM_ES_API_KEY") or None
@@ -102,7 +191,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
             kwargs["node_class"] = PlainJsonHttpNode
         if self.ca_certs:
             kwargs["ca_certs"] = self.ca_certs
-        return Elasticsearch(self.resolved_url(), **kwargs)
+        return CheckedElasticsearch(self.resolved_url(), **kwargs)
 
     def resolved_url(self) -> str:
         return _resolved(self.url) or cluster_url()
