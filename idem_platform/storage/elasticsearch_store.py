@@ -567,8 +567,9 @@ class ElasticsearchIndexSink(PartitionSink):
         )
 
     def discard(self, target, staged: StagedVersions) -> None:
-        """Delete the staged versions' documents, best effort (what is left is garbage the next write deletes).
-        Never a published version: only `stage`'s own, and only when its publish did not happen."""
+        """Delete the staged versions' documents and withdraw this write's claims, best effort (what is left is
+        garbage the next write of the day deletes). Never a published version: only `stage`'s own, and only when
+        its publish did not happen."""
         if not staged or not staged.where:
             return
         by_index: dict[str, list[str]] = {}
@@ -578,6 +579,12 @@ class ElasticsearchIndexSink(PartitionSink):
             for index, versions in by_index.items():
                 self.client.delete_by_query(index=index, query={"terms": {VERSION_FIELD: versions}},
                                             conflicts="proceed", refresh=False, ignore_unavailable=True)
+            layout = self.layout(target)  # only the claims still there (a newer owner may have replaced them)
+            live = {marker for markers in layout.markers.values() for _, marker in markers}
+            withdrawn = [{"remove": {"index": index, "alias": claim}}
+                         for index, claim in staged.where.values() if claim in live]
+            if withdrawn:
+                self.client.indices.update_aliases(actions=withdrawn)
         except (ApiError, TransportError) as exc:
             _log.warning(f"{target.asset}: could not delete the staged versions {sorted(staged.versions.values())} ({exc})")
 
