@@ -39,8 +39,9 @@ class DayInputs:
             if name not in input_keys or not isinstance(value, pd.DataFrame) or PARTITION_COLUMN not in value:
                 continue  # config, a resource, an unpartitioned or non-frame input: passed as it is
             upstream_key = context.asset_key_for_input(name)
-            upstream_def = context.asset_partitions_def_for_input(name)
-            if upstream_def is None:
+            try:
+                upstream_def = context.asset_partitions_def_for_input(name)
+            except dg.DagsterInvariantViolationError:  # an unpartitioned upstream: the same frame every day
                 continue
             mapping = context.assets_def.infer_partition_mapping(self._own_key, upstream_key, upstream_def)
             self._mapped[name] = self._mapper(mapping, days_def, upstream_def)

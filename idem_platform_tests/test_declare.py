@@ -71,6 +71,27 @@ def test_day_parameter_computes_one_day_and_fills_partition_date(store_resources
     assert rows == [("2025-01-03", 2), ("2025-01-04", 2), ("2025-01-05", 2)]
 
 
+def test_an_unpartitioned_upstream_is_the_same_frame_every_day_of_a_range(store_resources):
+    seen = {}
+
+    @dg.asset
+    def lookup() -> pd.DataFrame:  # unpartitioned, kept by Dagster's default IO manager
+        return pd.DataFrame({"partition_date": pd.to_datetime(["2025-01-03"]), "code": [7]})
+
+    @idem_asset(columns={"id": "int"}, key=["id"], io_manager_key="warehouse_io", start="2025-01-01",
+                end="2025-01-31")
+    def uses_lookup(context, day: str, lookup: pd.DataFrame) -> pd.DataFrame:
+        seen[day] = len(lookup)
+        return pd.DataFrame({"id": [1]})
+
+    range_tags = {"dagster/asset_partition_range_start": "2025-01-03", "dagster/asset_partition_range_end": "2025-01-04"}
+    with dg.instance_for_test() as instance:  # lookup's value is stored in this instance's storage
+        dg.materialize([lookup], resources=store_resources, instance=instance)
+        dg.materialize([lookup, uses_lookup], selection=[uses_lookup.key], resources=store_resources,
+                       instance=instance, tags=range_tags)
+    assert seen == {"2025-01-03": 1, "2025-01-04": 1}
+
+
 def test_day_column_is_read_in_the_asset_timezone(store_resources, postgres):
     @idem_asset(columns=COLUMNS, key=["id"], io_manager_key="warehouse_io", start="2025-01-01", end="2025-01-31",
                 timezone="America/New_York", day_column="at")
