@@ -13,6 +13,12 @@ For each asset declared with `@idem_asset`, per partition of the run (the checks
 - `row_count_matches_upstream`: where the asset declares `same_rows_as=<upstream>`, its day has as many rows
   as the upstream's published day.
 
+Every day gets its own evaluation, linked to the day's latest materialization, so the check's Partitions view in
+the UI shows each day after range runs and backfills too (`check_records`). A run of the checks without
+partitions (the Checks tab's "Execute all") checks the asset's last IDEM_RECHECK_DAYS published days; the check
+functions then return a plain `Output` (no return annotation), since Dagster cannot resolve an
+`AssetCheckResult` of a partitioned asset in such a run. `recheck_job` runs them for days picked in the UI.
+
 They read the sink through the asset's own IO manager, so they work for every sink. They are not blocking:
 the audit before publish is what keeps bad data out; these checks watch what happens after.
 """
@@ -22,7 +28,9 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
+from . import settings
 from ._warnings import quiet_dagster_warnings
+from .check_records import day_evaluation, latest_materializations
 
 from .storage import ledger
 from .storage.fingerprint import ALGORITHM, partition_digests
@@ -37,20 +45,45 @@ def _target(assets_def: dg.AssetsDefinition) -> AssetTarget:
 
 def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str, per_day: dict,
             severity: dict | None = None) -> dg.AssetCheckResult:
-    """One evaluation per day: a range run logs each day's own result (else the UI shows the days as skipped).
+    """One evaluation per day. A one-day run's result is linked by Dagster to the day's materialization; in a range
+    run (or a run without partitions) each day's evaluation is logged here, linked to the day's latest
+    materialization (`check_records`), else the check's Partitions view shows the days as missing.
     `severity` names the days whose failure is a warning (default: error)."""
     severity = severity or {}
-    if len(per_day) > 1:
+    op_context = context.op_execution_context
+    if len(per_day) > 1 or not op_context.has_partition_key:
+        targets = latest_materializations(context.instance, key, list(per_day))
         for day, (passed, metadata) in per_day.items():
-            context.op_execution_context.log_event(dg.AssetCheckEvaluation(
-                asset_key=key, check_name=name, passed=passed, partition=day, metadata=metadata,
-                severity=severity.get(day, dg.AssetCheckSeverity.ERROR),
+            op_context.log_event(day_evaluation(
+                key, name, day, passed, metadata, targets.get(day), severity.get(day, dg.AssetCheckSeverity.ERROR)
             ))
     failed = {day: metadata for day, (passed, metadata) in per_day.items() if not passed}
-    only = next(iter(per_day.values()))[1] if len(per_day) == 1 else {"failed_partitions": failed, "checked": len(per_day)}
+    if not (op_context.has_partition_key or op_context.has_partition_key_range):
+        # A run without partitions: Dagster cannot turn an AssetCheckResult into an evaluation there (it looks
+        # for the asset's unpartitioned materialization and fails the step); the per-day evaluations above are
+        # the result, the step's output is the check's plain output.
+        return dg.Output(None, output_name=op_context.op_def.output_defs[0].name,
+                         metadata={"failed_partitions": failed, "checked": len(per_day)})
+    if len(per_day) == 1 and op_context.has_partition_key:
+        only = next(iter(per_day.values()))[1]
+    else:
+        only = {"failed_partitions": failed, "checked": len(per_day)}
     worst = (dg.AssetCheckSeverity.WARN if failed and all(severity.get(d) == dg.AssetCheckSeverity.WARN for d in failed)
              else dg.AssetCheckSeverity.ERROR)
     return dg.AssetCheckResult(passed=not failed, metadata=only, severity=worst)
+
+
+def _run_days(context: dg.AssetCheckExecutionContext, io_manager, target: AssetTarget) -> list[str]:
+    """The run's days; a run without partitions (the UI's "Execute all" on the Checks tab) checks the asset's
+    days published in the last IDEM_RECHECK_DAYS days of the ledger, instead of failing."""
+    op_context = context.op_execution_context
+    if op_context.has_partition_key or op_context.has_partition_key_range:
+        return list(context.partition_keys)
+    with io_manager.postgres.connect() as conn:
+        if not ledger.ledger_exists(conn):
+            return []
+        published = sorted({e.partition for e in ledger.history(conn, asset=target.asset)})
+    return published[-settings.current().recheck_days:]
 
 
 # The platform's default IO manager keys whose sinks enforce the key (used when no resources are given).
@@ -82,9 +115,13 @@ def partition_checks(
         asset=key, name="unique_key", partitions_def=assets_def.partitions_def, required_resource_keys={io_key},
         description=f"No two rows of a day share ({', '.join(target.decl.key)}) in the sink.",
     )
-    def unique_key(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def unique_key(context: dg.AssetCheckExecutionContext):
+        io_manager = getattr(context.resources, io_key)
+        days = _run_days(context, io_manager, target)
+        if not days:
+            return _nothing_to_check(context)
         per_day = {}
-        for day, frame in day_frames(getattr(context.resources, io_key), list(context.partition_keys)).items():
+        for day, frame in day_frames(io_manager, days).items():
             duplicated = frame.duplicated(subset=key_cols, keep=False)
             examples = frame.loc[duplicated, list(target.decl.key)].drop_duplicates().head(5).astype(str)
             per_day[day] = (not duplicated.any(),
@@ -95,20 +132,26 @@ def partition_checks(
         asset=key, name="fingerprint_matches_ledger", partitions_def=assets_def.partitions_def, required_resource_keys={io_key},
         description="The sink still holds what was published: its content fingerprint equals the ledger's.",
     )
-    def fingerprint_matches_ledger(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def fingerprint_matches_ledger(context: dg.AssetCheckExecutionContext):
         io_manager = getattr(context.resources, io_key)
-        days = list(context.partition_keys)
+        days = _run_days(context, io_manager, target)
+        if not days:
+            return _nothing_to_check(context)
         now = partition_digests(sink_frame(io_manager, target, days), target.decl, days)
         published = published_records(io_manager, target, days)
         per_day, severity = {}, {}
         for day in days:
             ledger_fp = published[day].fingerprint if day in published else None
             algorithm = published[day].fingerprint_algo if day in published else ALGORITHM
-            matches = ledger_fp == now[day].fingerprint
-            metadata = {"ledger": ledger_fp or "", "sink": now[day].fingerprint}
-            if not matches and algorithm != ALGORITHM:
+            # A day never published whose sink holds nothing has not drifted; one that holds rows has.
+            matches = ledger_fp == now[day].fingerprint or (ledger_fp is None and now[day].rows == 0)
+            verdict = ("never published" if ledger_fp is None and matches else "identical" if matches else "drifted")
+            metadata = {"verdict": verdict, "ledger": ledger_fp or "", "sink": now[day].fingerprint,
+                        "rows": now[day].rows}
+            if not matches and ledger_fp is not None and algorithm != ALGORITHM:
                 severity[day] = dg.AssetCheckSeverity.WARN
-                metadata.update(status="algorithm changed", fingerprint_algorithm={"published": algorithm, "now": ALGORITHM},
+                metadata.update(verdict="algorithm changed", status="algorithm changed",
+                                fingerprint_algorithm={"published": algorithm, "now": ALGORITHM},
                                 action="rerun the day to re-record its fingerprint under this algorithm")
             per_day[day] = (matches, metadata)
         return _report(context, key, "fingerprint_matches_ledger", per_day, severity)
@@ -122,20 +165,30 @@ def partition_checks(
             required_resource_keys={io_key},
             description=f"Each day has as many rows as the published day of {upstream}.",
         )
-        def row_count_matches_upstream(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        def row_count_matches_upstream(context: dg.AssetCheckExecutionContext):
             io_manager = getattr(context.resources, io_key)
-            days = list(context.partition_keys)
+            days = _run_days(context, io_manager, target)
+            if not days:
+                return _nothing_to_check(context)
             now = partition_digests(sink_frame(io_manager, target, days), target.decl, days)
             with io_manager.postgres.connect() as conn:
                 upstream_rows = {e.partition: e.row_count for e in ledger.history(conn, asset=upstream, days=days)}
             per_day = {
-                day: (now[day].rows == upstream_rows.get(day), {"rows": now[day].rows, upstream: upstream_rows.get(day)})
+                day: (now[day].rows == upstream_rows.get(day, 0), {"rows": now[day].rows, upstream: upstream_rows.get(day, 0)})
                 for day in days
             }
             return _report(context, key, "row_count_matches_upstream", per_day)
 
         checks.append(row_count_matches_upstream)
     return checks
+
+
+def _nothing_to_check(context: dg.AssetCheckExecutionContext):
+    """No day to check (a run without partitions before anything was published)."""
+    op_context = context.op_execution_context
+    if not (op_context.has_partition_key or op_context.has_partition_key_range):
+        return dg.Output(None, output_name=op_context.op_def.output_defs[0].name, metadata={"checked": 0})
+    return dg.AssetCheckResult(passed=True, metadata={"checked": 0, "note": "no published day to check"})
 
 
 def checks_for(

@@ -232,7 +232,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         for verdict in verdicts:
             print(verdict.describe())
+    if not args.no_record:
+        _record_on_instance(verdicts)
     return exit_code(verdicts)
+
+
+def _record_on_instance(verdicts) -> None:
+    """The verdicts as per-day evaluations of the drift check in the Dagster instance (DAGSTER_HOME), so the UI
+    shows them on the asset; without an instance, said on a terminal and skipped."""
+    from .check_records import record_verdicts
+
+    home = settings.current().dagster_home
+    if not (home / "dagster.yaml").exists():
+        _progress(f"idem verify: no Dagster instance at {home} (DAGSTER_HOME): verdicts not recorded on the assets")
+        return
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        recorded = record_verdicts(instance, verdicts)
+    _progress(f"idem verify: recorded {recorded} check evaluation(s) of fingerprint_matches_ledger in {home}")
 
 
 def cmd_search_migrate(args: argparse.Namespace) -> int:
@@ -303,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_partition_args(ver, required=True)
     ver.add_argument("--config-json", help="run config for the recomputation (as for dagster asset materialize)")
     ver.add_argument("--json", action="store_true")
+    ver.add_argument("--no-record", action="store_true",
+                     help="do not record the verdicts as check evaluations in the Dagster instance (DAGSTER_HOME)")
     ver.set_defaults(func=cmd_verify)
     mig = sub.add_parser(
         "search-migrate",

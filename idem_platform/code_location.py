@@ -10,7 +10,9 @@ returns a `dg.Definitions` with:
   replace the platform's of the same key;
 - the generated asset checks of every `@idem_asset` (`fingerprint_matches_ledger`, `row_count_matches_upstream`,
   and `unique_key` where the sink does not enforce the key: the lake), plus the checks you pass;
-- `verify_job` (recompute without publishing and compare, from the UI), plus your jobs;
+- `verify_job` (recompute without publishing and compare, from the UI), `recheck_job` (the checks alone, for the
+  days picked in the UI) and `drift_check_schedule` (re-checks the recent days every day; `rechecks`), plus your
+  jobs and schedules;
 - the in-process executor (a day partition is small and a subprocess per step costs seconds; pass
   `executor=` to scale out, e.g. dagster-celery's);
 - everything else you pass (schedules, sensors, ...) as it is.
@@ -24,6 +26,7 @@ from typing import Any
 import dagster as dg
 
 from .checks import checks_for
+from .rechecks import recheck_jobs_and_schedules
 from .resources import LakeResource, PostgresResource
 from .storage.elasticsearch_store import ElasticsearchPartitionIOManager
 from .storage.lake_store import LakePartitionIOManager
@@ -62,11 +65,12 @@ def idem_definitions(
     """A `dg.Definitions` with the platform's resources, generated checks, `verify_job` and executor."""
     assets = list(assets)
     resources = {**platform_resources(), **(resources or {})}
+    recheck_jobs, drift_schedules = recheck_jobs_and_schedules(assets)
     return dg.Definitions(
         assets=assets,
         asset_checks=[*checks_for(assets, resources), *asset_checks],
-        jobs=[*jobs, verify_job],
-        schedules=list(schedules),
+        jobs=[*jobs, verify_job, *recheck_jobs],
+        schedules=[*schedules, *drift_schedules],
         sensors=list(sensors),
         resources=resources,
         executor=executor or dg.in_process_executor,

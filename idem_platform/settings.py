@@ -70,6 +70,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("IDEM_LATE_DATA_INTERVAL_SECONDS", "`30`", "tick of the late-data and automation sensors"),
     Variable("IDEM_LATE_DATA_LOOKBACK_DAYS", "`60`",
              "how far back the late-data sensor compares the source with the ledger"),
+    Variable("IDEM_RECHECK_DAYS", "`7`",
+             "days re-checked by the `drift_check_schedule` and by a checks run without partitions (the UI's "
+             "\"Execute all\"): the asset's last published days"),
+    Variable("IDEM_DRIFT_CHECK_CRON", "`0 5 * * *`", "when `drift_check_schedule` re-checks the recent days (cron)"),
     Variable("IDEM_UI_HOST", "`127.0.0.1`", "where `idem dev` serves the UI (binds loopback unless told otherwise)"),
     Variable("IDEM_UI_PORT", "`3000`", "the UI's port for `idem dev`"),
     Variable("IDEM_FAULT", "", "tests only: crash a write at `[<sink>:]<point>` (see `storage/faults.py`)"),
@@ -166,6 +170,8 @@ class Settings:
     people_per_day: int
     late_data_interval: int
     late_data_lookback_days: int
+    recheck_days: int
+    drift_check_cron: str
     ui_host: str
     ui_port: int
 
@@ -211,6 +217,8 @@ def current() -> Settings:
         people_per_day=_number("IDEM_PEOPLE_PER_DAY", 1000),
         late_data_interval=_number("IDEM_LATE_DATA_INTERVAL_SECONDS", 30),
         late_data_lookback_days=_number("IDEM_LATE_DATA_LOOKBACK_DAYS", 60),
+        recheck_days=_number("IDEM_RECHECK_DAYS", 7),
+        drift_check_cron=raw("IDEM_DRIFT_CHECK_CRON") or "0 5 * * *",
         ui_host=raw("IDEM_UI_HOST") or "127.0.0.1",
         ui_port=_number("IDEM_UI_PORT", 3000),
     )

@@ -274,18 +274,39 @@ class VerifyConfig(dg.Config):
 )
 def verify_partitions_op(context: dg.OpExecutionContext, config: VerifyConfig):
     # The code location this job was loaded from: verify_job verifies that location's assets, whichever it is.
+    from .check_records import unverified_evaluations, verdict_evaluations
+
     location = context.repository_def
     days = asset_days(location, config.asset, config.partitions, config.partition_range)
     if not days:
         raise dg.Failure("give `partitions` or `partition_range`")
-    verdicts = verify_partitions(location, config.asset, days)
+    try:
+        verdicts = verify_partitions(location, config.asset, days)
+    except Exception as exc:  # noqa: BLE001 - recorded on the asset as "could not verify", with its cause
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for evaluation in unverified_evaluations(context.instance, config.asset, days, cause):
+            context.log_event(evaluation)
+        raise dg.Failure(description=f"could not verify {config.asset} {_days_span(days)}: {cause}") from exc
+    for evaluation in verdict_evaluations(context.instance, verdicts):  # each day's verdict on the drift check
+        context.log_event(evaluation)
     for verdict in verdicts:
         context.log.info(verdict.describe())
-    report = {"verdicts": dg.MetadataValue.json([v.as_dict() for v in verdicts])}
-    bad = [v for v in verdicts if v.status != "identical"]
+    report = {"verdicts": dg.MetadataValue.json([v.as_dict() for v in verdicts]),
+              **{status: sum(v.status == status for v in verdicts) for status in SEVERITY}}
+    bad = [v for v in verdicts if v.status in ("drifted", "algorithm changed")]
     if bad:
-        raise dg.Failure(description=f"{len(bad)} of {len(verdicts)} partitions are not identical", metadata=report)
+        raise dg.Failure(
+            description=f"{len(bad)} of {len(verdicts)} partitions drifted from what was published: "
+            + ", ".join(f"{v.partition} {v.status}" for v in bad[:10]), metadata=report,
+        )
+    differs = [v.partition for v in verdicts if v.status == "differs"]
+    if differs:
+        context.log.warning(f"{len(differs)} partition(s) would change on a rerun (the source changed): {differs[:10]}")
     return dg.Output(None, metadata=report)
+
+
+def _days_span(days: Sequence[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
 
 
 @dg.job(description="Verify published partitions of one asset (launch from the UI with asset and partitions in the config).")

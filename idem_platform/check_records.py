@@ -1,0 +1,127 @@
+"""Per-day check evaluations on the asset: what the UI's check Partitions view shows.
+
+Dagster shows a partition of a check as passed or failed only while the evaluation *targets the partition's latest
+materialization* (`AssetCheckEvaluation.target_materialization_data`); an evaluation without one, or pointing at
+an older materialization, shows as missing. Dagster links the evaluation itself only in a one-partition run, so
+every evaluation the platform logs for a day (a range run's checks, a re-check, `idem verify`) carries the target
+found here: the day's latest materialization, one query for all the days.
+
+`idem verify` and `verify_job` record their verdicts the same way, as evaluations of `fingerprint_matches_ledger`
+(the check that watches drift): a drifted day turns that day's check red on the asset page, with the verdict, the
+fingerprints and example keys in its metadata. They are logged inside a run (`verify_job`'s, or for the command
+line a one-op run `idem_verify` on the instance): Dagster stores at most one run-less evaluation per check and
+day (its unique index on asset, check, run id and partition), so run-less reports would fail from the second on.
+`PartitionVerdict`s (verification.py) are read by duck typing: this module does not import verification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.events import DagsterEventType
+
+DRIFT_CHECK = "fingerprint_matches_ledger"
+EXAMPLES = 5
+# Verdicts under which the sink still holds what the ledger says was published: the drift check passes.
+NOT_DRIFTED = ("identical", "differs")
+
+
+def latest_materializations(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each day (days never materialized in this instance are absent)."""
+    if not days:
+        return {}
+    storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(days)
+    )
+    if not storage_ids:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(storage_ids.values())), limit=len(storage_ids)
+    ).records
+    by_id = {r.storage_id: r for r in records}
+    return {
+        day: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=sid, run_id=by_id[sid].event_log_entry.run_id, timestamp=by_id[sid].timestamp
+        )
+        for day, sid in storage_ids.items() if sid in by_id
+    }
+
+
+def day_evaluation(
+    asset_key: dg.AssetKey, check: str, day: str, passed: bool, metadata: Mapping[str, object],
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key, check_name=check, passed=passed, partition=day, metadata=dict(metadata),
+        severity=severity, target_materialization_data=target,
+    )
+
+
+def verdict_metadata(verdict) -> dict[str, object]:
+    published = verdict.published.fingerprint if verdict.published else ""
+    return {
+        "verdict": verdict.status,
+        "ledger": published,
+        "sink": verdict.in_sink.fingerprint,
+        "recomputed": verdict.recomputed.fingerprint,
+        "rows": verdict.in_sink.rows,
+        "rows_added": len(verdict.added), "rows_removed": len(verdict.removed), "rows_changed": len(verdict.changed),
+        "example_keys": dg.MetadataValue.json({"added": verdict.added[:EXAMPLES], "removed": verdict.removed[:EXAMPLES],
+                                                "changed": verdict.changed[:EXAMPLES]}),
+        "source": "idem verify",
+    }
+
+
+def verdict_evaluations(instance: dg.DagsterInstance, verdicts: Sequence) -> list[dg.AssetCheckEvaluation]:
+    """Each verdict as a per-day evaluation of the drift check, linked to the day's latest materialization."""
+    out = []
+    by_asset: dict[str, list] = {}
+    for verdict in verdicts:
+        by_asset.setdefault(verdict.asset, []).append(verdict)
+    for asset, some in by_asset.items():
+        key = dg.AssetKey.from_user_string(asset)
+        targets = latest_materializations(instance, key, [v.partition for v in some])
+        for verdict in some:
+            severity = dg.AssetCheckSeverity.WARN if verdict.status == "algorithm changed" else dg.AssetCheckSeverity.ERROR
+            out.append(day_evaluation(key, DRIFT_CHECK, verdict.partition, verdict.status in NOT_DRIFTED,
+                                      verdict_metadata(verdict), targets.get(verdict.partition), severity))
+    return out
+
+
+def unverified_evaluations(instance: dg.DagsterInstance, asset: str, days: Sequence[str], cause: str):
+    """`could not verify` for each day, with the cause (e.g. an upstream day never published)."""
+    key = dg.AssetKey.from_user_string(asset)
+    targets = latest_materializations(instance, key, days)
+    return [day_evaluation(key, DRIFT_CHECK, day, False,
+                           {"verdict": "could not verify", "cause": cause[:2000], "source": "idem verify"},
+                           targets.get(day), dg.AssetCheckSeverity.WARN) for day in days]
+
+
+def record_in_run(instance: dg.DagsterInstance, evaluations: Sequence[dg.AssetCheckEvaluation]) -> int:
+    """Log `evaluations` in a one-op run `idem_verify` on the instance (what `idem verify` does); returns how many."""
+    if not evaluations:
+        return 0
+
+    @dg.op(name="record_verdicts", description="Records idem verify's verdicts as check evaluations on the assets.")
+    def record(context) -> None:  # (no annotation: this module has postponed annotations)
+        for evaluation in evaluations:
+            context.log_event(evaluation)
+
+    @dg.job(name="idem_verify", description="`idem verify` on the command line: its verdicts, per day, on the assets.")
+    def idem_verify():
+        record()
+
+    idem_verify.execute_in_process(instance=instance, raise_on_error=True)
+    return len(evaluations)
+
+
+def record_verdicts(instance: dg.DagsterInstance, verdicts: Sequence) -> int:
+    """The command line's path: the verdicts as evaluations, in an `idem_verify` run on the instance."""
+    return record_in_run(instance, verdict_evaluations(instance, verdicts))
