@@ -43,6 +43,10 @@ def test_idem_run_twice_prints_identical_rows_and_fingerprints(cli_env):
     history = json.loads(run([str(BIN / "idem"), "ledger", "people", "--json"], cli_env).stdout)
     mine = [h for h in history if h["location"].startswith(cli_env["IDEM_PG_SCHEMA"] + ".")]
     assert [h["changed"] for h in mine] == [True, True, False, False]
+    # The year-index layout already: `idem search-migrate` finds the search assets and has nothing to move.
+    migrated = run([str(BIN / "idem"), "search-migrate", "-m", "idem_platform.definitions"], cli_env)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "people_search: moved 0 day(s) into period indices; physical indices 1 -> 1" in migrated.stdout
 
 
 @pytest.mark.slow
