@@ -7,10 +7,13 @@ Same server, same documents, same bulk chunk size, interleaved repetitions, medi
 - store: `publish_partitions` with `ElasticsearchIndexSink`: coerce, audit and fingerprint the frame, partition
   lock, orphan sweep, new index, documents generated from the frame and bulk-loaded, refresh + count audit,
   settings restore, one alias swap, old index deleted, ledger row.
-- raw: create a plain index (1 shard, 0 replicas, the same mappings: dynamic mapping would index every string as
-  analysed text as well, which is slower and would flatter the store), `helpers.bulk` the same documents (already
-  built as JSON-ready dicts, with the same `_id`s, before the clock starts), refresh. The index is deleted outside
-  the clock.
+- raw: create a plain index with the settings the sink creates its indices with (`INDEX_SETTINGS`: 1 shard,
+  0 replicas, refresh off; benchmarks/search_common.py) and the sink's mappings (read back from the index the
+  warm-up published: dynamic mapping would index every string as analysed text as well, which is slower and
+  would flatter the store), `helpers.bulk` the same documents (built as JSON-ready dicts with `_id` = the key,
+  before the clock starts) with the sink's chunk size, explicit refresh, default refresh interval restored (as
+  the sink does before its alias swap). Before this, the raw index kept the default 1 s refresh while the
+  store turned refresh off (issues 17, 18): an unfair baseline. The index is deleted outside the clock.
 
 ratio = raw time / store time (target >= 0.8).
 
@@ -32,16 +35,11 @@ else an embedded PostgreSQL; the database is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-from elasticsearch import helpers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,30 +47,18 @@ from benchmarks.common import (  # noqa: E402
     fresh_database, frame_bytes, interleaved, load_average, machine, peak_rss_bytes, print_ratio, print_report,
     print_times, reset_peak_rss, rss_bytes,
 )
+from benchmarks.search_common import (  # noqa: E402
+    BULK_CHUNK_DOCS, INDEX_SETTINGS, INDEX_SETTINGS_SOURCE, raw_bulk, raw_documents, search_server, sink_mappings,
+)
 from idem_platform.pipelines.people import PEOPLE_COLUMNS, RAW_PEOPLE_COLUMNS, clean_people, generate_people  # noqa: E402
 from idem_platform.resources import PostgresResource  # noqa: E402
 from idem_platform.storage.audit import AuditRules  # noqa: E402
-from idem_platform.storage.elasticsearch_store import (  # noqa: E402
-    BULK_CHUNK_DOCS,
-    ElasticsearchIndexSink,
-)
-from idem_platform.storage.search_client import ElasticsearchResource  # noqa: E402
+from idem_platform.storage.elasticsearch_store import ElasticsearchIndexSink  # noqa: E402
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions  # noqa: E402
 from idem_platform.storage.schema import TableDeclaration  # noqa: E402
 
 DAY = "2026-01-05"
 TARGET_RATIO = 0.8
-
-
-@contextlib.contextmanager
-def search_server() -> Iterator[tuple[ElasticsearchResource, str]]:
-    if os.environ.get("IDEM_ES_URL"):
-        yield ElasticsearchResource(), "IDEM_ES_URL"
-        return
-    from osmem_server import OsmemServer
-
-    with OsmemServer.start(freeze=False, japanese=False) as server:
-        yield ElasticsearchResource(url=server.url, plain_json=True), f"local osmem {server.version}"
 
 
 def main() -> int:
@@ -91,14 +77,13 @@ def main() -> int:
     target = AssetTarget("bench_people", decl, AuditRules())
     peaks: list[int] = []
 
-    with search_server() as (es, where), fresh_database() as dsn:
+    with search_server() as server, fresh_database() as dsn:
+        es, where = server.es, server.where
         postgres = PostgresResource(dsn=dsn)
         client = es.client()
-        staging_sink = ElasticsearchIndexSink(es, replicas=0)
-        # The raw side gets the very documents the store sends, built before its clock starts.
-        docs = list(staging_sink._actions(target, {DAY: "bench_raw"}, frame))
-        warmup_docs = docs[: len(warmup)]
-        mappings = staging_sink.mappings(decl)
+        # The raw side gets the same rows as documents, built before its clock starts.
+        docs = raw_documents(frame, decl, "bench_raw")
+        warmup_docs = raw_documents(warmup, decl, "bench_raw")
 
         def store(rows=frame, measure_memory: bool = True) -> float:
             sink = ElasticsearchIndexSink(es, replicas=0)
@@ -112,24 +97,19 @@ def main() -> int:
             return elapsed
 
         def raw(documents=docs) -> float:
-            client.indices.delete(index="bench_raw", ignore_unavailable=True)
-            start = time.perf_counter()
-            client.indices.create(
-                index="bench_raw", settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=mappings
-            )
-            indexed, errors = helpers.bulk(client, documents, chunk_size=BULK_CHUNK_DOCS)
-            client.indices.refresh(index="bench_raw")
-            elapsed = time.perf_counter() - start
-            assert indexed == len(documents) and not errors
+            elapsed = raw_bulk(client, "bench_raw", documents, mappings)
+            client.indices.delete(index="bench_raw")
             return elapsed
 
-        store(warmup, measure_memory=False), raw(warmup_docs)  # warm-up: template, ledger table, connection pools
+        store(warmup, measure_memory=False)  # warm-up: template, ledger table, connection pools
+        names = ElasticsearchIndexSink(es, replicas=0)  # for the alias names only
+        mappings = sink_mappings(client, names.read_alias(target))
+        raw(warmup_docs)
         times = interleaved({"store": store, "raw": raw}, args.repeat)
-        assert client.count(index=staging_sink.day_alias(target, DAY)).body["count"] == len(frame)
-        client.indices.delete(index="bench_raw", ignore_unavailable=True)
+        assert client.count(index=names.day_alias(target, DAY)).body["count"] == len(frame)
 
-    print(f"\nserver: {where}; {len(frame):,} documents; bulk chunk {BULK_CHUNK_DOCS}; {args.repeat} repetitions; "
-          f"{load_average()}\n")
+    print(f"\nserver: {where}; {len(frame):,} documents; bulk chunk {BULK_CHUNK_DOCS}; raw index settings "
+          f"{INDEX_SETTINGS} from {INDEX_SETTINGS_SOURCE}; {args.repeat} repetitions; {load_average()}\n")
     print_times(times, units=len(frame), unit="docs")
     ratio = statistics.median(times["raw"]) / statistics.median(times["store"])
     print()

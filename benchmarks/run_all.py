@@ -31,6 +31,7 @@ SCRIPTS = {
     "pg_overwrite": "bench_pg_overwrite.py",
     "pg_history": "bench_pg_history.py",
     "es_overwrite": "bench_es_overwrite.py",
+    "es_range": "bench_es_range.py",
     "backfill": "bench_backfill.py",
     "memory": "bench_memory.py",
     "verify": "bench_verify.py",
