@@ -10,10 +10,10 @@ during the range <= 3x that of the raw bulk."
   Dagster range run does: coerce, audit and fingerprint, partition locks, the sink's stage / verify / publish for
   every day, ledger rows. Whatever physical layout the sink uses (one index per day, per year, ...): only its
   public interface is used.
-- raw: create ONE index with the sink's index settings (`INDEX_SETTINGS`: 1 shard, 0 replicas, refresh off; see
-  benchmarks/search_common.py) and the sink's mappings (read back from its index), `helpers.bulk` the same rows
-  (built as JSON-ready dicts with `_id` = key, before the clock starts) with the sink's chunk size, explicit
-  refresh, default refresh interval restored (as the sink does before publishing).
+- raw: create ONE index with the sink's index settings (`INDEX_SETTINGS`: 1 shard, 0 replicas, no periodic
+  refresh; see benchmarks/search_common.py) and the sink's mappings (read back from its index), `helpers.bulk`
+  the same rows (built as JSON-ready dicts with `_id` = key, before the clock starts) with the sink's chunk size,
+  then one explicit refresh (as the sink refreshes before counting).
 
 ratio = raw time / store time (target >= 0.7), medians of interleaved repetitions.
 

@@ -5,11 +5,10 @@ The benchmarks use the sink only through its public interface (`ElasticsearchInd
 `publish_partitions`, `read_alias`, `day_alias`), so they keep measuring whatever physical layout the sink uses.
 The raw baseline is built without the sink's internals:
 
-- index settings: `elasticsearch_store.INDEX_SETTINGS`, the settings the sink creates its indices with (1 shard,
-  0 replicas, refresh off), else `FALLBACK_INDEX_SETTINGS`, the values the per-day-index sink passes to
-  `indices.create` in its `stage`. After its bulk, the raw side refreshes explicitly and restores the default
-  refresh interval, as the sink does before it publishes: the same refresh settings on both sides (issue 17/18:
-  the raw side used to load with the default 1 s refresh while the store turned refresh off);
+- index settings: `elasticsearch_store.INDEX_SETTINGS`, the settings the sink creates its year indices with (1
+  shard, no periodic refresh), with the benchmark's 0 replicas; after its bulk the raw side refreshes explicitly,
+  as the sink does before counting: the same refresh settings on both sides (issue 17/18: the raw side used to
+  load with the default 1 s refresh while the store turned refresh off);
 - mappings: read back from an index the sink made (`get_mapping` on its read alias), so exactly the sink's;
 - documents: the frame's rows as JSON-ready dicts by declared type (the encoding the sink documents: dates
   `YYYY-MM-DD`, timestamps UTC ISO with microseconds, missing values null), `_id` = the key value, built before
@@ -34,15 +33,9 @@ from idem_platform.storage import elasticsearch_store
 from idem_platform.storage.schema import TableDeclaration
 from idem_platform.storage.search_client import ElasticsearchResource
 
-# The settings the current (per-day-index) sink gives every index it creates, copied from its `stage`
-# (`indices.create(settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"})`);
-# used only while `elasticsearch_store` does not expose them as INDEX_SETTINGS.
-FALLBACK_INDEX_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"}
-INDEX_SETTINGS: dict = dict(getattr(elasticsearch_store, "INDEX_SETTINGS", FALLBACK_INDEX_SETTINGS))
-INDEX_SETTINGS_SOURCE = (
-    "elasticsearch_store.INDEX_SETTINGS" if hasattr(elasticsearch_store, "INDEX_SETTINGS")
-    else "the benchmark's fallback (the sink's stage settings)"
-)
+# The sink's index settings, with the 0 replicas both sides of the benchmarks use (`ElasticsearchIndexSink(es, replicas=0)`).
+INDEX_SETTINGS: dict = {**elasticsearch_store.INDEX_SETTINGS, "number_of_replicas": 0}
+INDEX_SETTINGS_SOURCE = "elasticsearch_store.INDEX_SETTINGS"
 BULK_CHUNK_DOCS: int = getattr(elasticsearch_store, "BULK_CHUNK_DOCS", 2_000)
 
 
@@ -172,13 +165,12 @@ def raw_documents(frame: pd.DataFrame, decl: TableDeclaration, index: str) -> li
 
 def raw_bulk(client: Elasticsearch, index: str, documents: list[dict], mappings: dict) -> float:
     """The baseline, timed: create `index` with the sink's settings and mappings, `helpers.bulk` the documents
-    (the sink's chunk size), refresh, restore the default refresh interval (as the sink does before publishing).
-    The index must not exist; the caller deletes it outside the clock."""
+    (the sink's chunk size), refresh (as the sink does before counting). The index must not exist; the caller
+    deletes it outside the clock."""
     start = time.perf_counter()
     client.indices.create(index=index, settings=INDEX_SETTINGS, mappings=mappings)
     indexed, errors = helpers.bulk(client, documents, chunk_size=BULK_CHUNK_DOCS)
     client.indices.refresh(index=index)
-    client.indices.put_settings(index=index, settings={"index": {"refresh_interval": None}})
     elapsed = time.perf_counter() - start
     assert indexed == len(documents) and not errors, (indexed, errors)
     return elapsed
