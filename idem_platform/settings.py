@@ -72,6 +72,10 @@ VARIABLES: tuple[Variable, ...] = (
              "how far back the late-data sensor compares the source with the ledger"),
     Variable("IDEM_UI_HOST", "`127.0.0.1`", "where `idem dev` serves the UI (binds loopback unless told otherwise)"),
     Variable("IDEM_UI_PORT", "`3000`", "the UI's port for `idem dev`"),
+    Variable("IDEM_BACKFILL_INTERVAL_SECONDS", "`5`",
+             "seconds between the backfill daemon's iterations under `idem dev` (`idem_platform.daemon`; Dagster's "
+             "own is a fixed 30): a backfill's run is submitted, and the backfill marked done, at most this long "
+             "after it is launched or its run ends"),
     Variable("IDEM_FAULT", "", "tests only: crash a write at `[<sink>:]<point>` (see `storage/faults.py`)"),
     Variable("IDEM_FAULT_ASSET", "", "tests only: crash only writes of this asset"),
     Variable("IDEM_FAULT_MODE", "`exit`", "tests only: `exit` (`os._exit(137)`), `kill` (SIGKILL) or `pause` (wait at the point)"),
@@ -168,6 +172,7 @@ class Settings:
     late_data_lookback_days: int
     ui_host: str
     ui_port: int
+    backfill_interval: int
 
     @property
     def embedded_dsn_file(self) -> Path:
@@ -213,6 +218,7 @@ def current() -> Settings:
         late_data_lookback_days=_number("IDEM_LATE_DATA_LOOKBACK_DAYS", 60),
         ui_host=raw("IDEM_UI_HOST") or "127.0.0.1",
         ui_port=_number("IDEM_UI_PORT", 3000),
+        backfill_interval=_number("IDEM_BACKFILL_INTERVAL_SECONDS", 5) or 5,
     )
 
 
