@@ -1,7 +1,8 @@
 """`idem`: the platform's command line.
 
     idem up                       start/locate services, write DAGSTER_HOME/dagster.yaml, print the environment
-    idem dev [--host --port]      services + dagster-webserver (127.0.0.1:3000) + dagster-daemon; Ctrl-C stops all
+    idem dev [--host --port]      services + shared code servers + dagster-webserver (127.0.0.1:3000) + the daemon
+                                  (idem_platform.daemon: prompt backfills); Ctrl-C stops all
     idem run [--days 7] [-m MODULE | -f FILE] [--select ASSET ...]
                                   materialize the last N days as ONE --partition-range run (default: the
                                   example's people pipeline, or every idem asset of the code location given),

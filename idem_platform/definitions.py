@@ -42,9 +42,15 @@ defs = idem_definitions(
     ],
     jobs=[people_job, service_requests_job, scooter_inbox_job],
     schedules=[
-        # yesterday's partition, every day (off until switched on in the UI)
-        dg.build_schedule_from_partitioned_job(people_job, hour_of_day=1),
-        dg.build_schedule_from_partitioned_job(service_requests_job, hour_of_day=2),
+        # yesterday's partition, every day. people needs nothing but itself: running as soon as a daemon runs
+        # (`idem dev`). service_requests reads the 311 source system, which exists once `idem simulate-311` ran:
+        # off until switched on (Automation -> the schedule), or it would fail every night on a fresh install.
+        dg.build_schedule_from_partitioned_job(
+            people_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
+        ),
+        dg.build_schedule_from_partitioned_job(
+            service_requests_job, hour_of_day=2, default_status=dg.DefaultScheduleStatus.STOPPED
+        ),
     ],
     sensors=[
         scooter_inbox_sensor,

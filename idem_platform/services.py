@@ -11,7 +11,10 @@ the background (its URL in `<state dir>/search.url`); its data is not persisted.
 storage are dagster-postgres on the same server (`postgres_url` read from `IDEM_PG_DSN` at run time, so the
 file holds no secret; the event log through `instance_storage.PooledPostgresEventLogStorage`, which keeps its
 connection instead of opening one per event), and the instance schema is migrated once before any concurrent
-run touches it.
+run touches it. It dequeues runs every second (`dequeue_interval_seconds: 1`, a single machine's setting).
+
+`idem dev` (`dev_processes`) runs one code server per code location, shared by dagster-webserver and the daemon
+(`idem_platform.daemon`: dagster-daemon with a prompt backfill daemon), as `dagster dev` does.
 """
 
 from __future__ import annotations
@@ -55,10 +58,13 @@ schedule_storage:
   config:
     postgres_url:
       env: IDEM_PG_DSN
+# One machine: the daemon looks at the run queue every second (Dagster's default is 5 s). The backfill daemon's
+# interval is not a dagster.yaml setting; `idem dev` sets it (IDEM_BACKFILL_INTERVAL_SECONDS, idem_platform/daemon.py).
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
   config:
+    dequeue_interval_seconds: 1
     tag_concurrency_limits:
       - key: dagster/partition
         value:
@@ -224,38 +230,120 @@ def stop_embedded_postgres() -> None:
             pass
 
 
+@dataclass(frozen=True)
+class CodeServer:
+    location: str
+    port: int
+    command: list[str]
+
+
+def shared_code_servers(workspace: Path, home: Path) -> tuple[list[CodeServer], Path]:
+    """One `dagster code-server start` per Python code location of `workspace`, and the workspace file
+    (`<home>/dev-workspace.yaml`) that points the webserver and the daemon at them (grpc_server entries).
+
+    Given a workspace of Python locations, the webserver and the daemon each start and heartbeat a code server of
+    their own, and the daemon replaces its one when it refreshes the workspace (every 60 s): the old server, heartbeated
+    no more, logged "No heartbeat received in 20 seconds, shutting down", and every location was imported again. `dagster dev` shares one code server per location between the two; `idem dev` does the same with the same
+    command. These servers have no heartbeat: `idem dev` stops them. Reload in the UI reloads them (for both).
+    """
+    import yaml
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, ManagedGrpcPythonEnvCodeLocationOrigin
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    servers: list[CodeServer] = []
+    entries: list[dict] = []
+    for origin in WorkspaceFileTarget(paths=[str(workspace)]).create_origins():
+        if isinstance(origin, ManagedGrpcPythonEnvCodeLocationOrigin):
+            target = origin.loadable_target_origin
+            port = _free_port()
+            servers.append(CodeServer(origin.location_name, port, [
+                target.executable_path or sys.executable, "-m", "dagster", "code-server", "start",
+                "--host", "127.0.0.1", "--port", str(port), "--location-name", origin.location_name,
+                *target.get_cli_args(),
+            ]))
+            entries.append({"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": origin.location_name}})
+        elif isinstance(origin, GrpcServerCodeLocationOrigin):  # already shared: kept as it is
+            server = {"host": origin.host, "port": origin.port, "socket": origin.socket,
+                      "location_name": origin.location_name, "ssl": origin.use_ssl}
+            entries.append({"grpc_server": {k: v for k, v in server.items() if v is not None}})
+        else:  # a kind idem dev does not know: leave the workspace to the webserver and the daemon
+            return [], workspace
+    shared = home / "dev-workspace.yaml"
+    shared.write_text("# Written by `idem dev`: the code servers it started, shared by webserver and daemon.\n"
+                      + yaml.safe_dump({"load_from": entries}, sort_keys=False))
+    return servers, shared
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+CODE_SERVER_START_S = 300  # loading a code location on a busy machine
+
+
 def dev_processes(services: Services, *, host: str, port: int) -> int:
-    """Run dagster-webserver and dagster-daemon until one exits or Ctrl-C; then stop both (and embedded PG)."""
+    """Run the code servers, dagster-webserver and the daemon until one exits or Ctrl-C; then stop them all (and the
+    embedded services). The daemon is `idem_platform.daemon` (dagster-daemon with a prompt backfill daemon)."""
     import signal
     import time
 
     bin_dir = Path(sys.executable).parent
-    workspace = ["-w", str(workspace_file(services.dagster_home))]
-    procs = [
-        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), *workspace], env=services.env()),
-        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], env=services.env()),
-    ]
+    servers, workspace_path = shared_code_servers(workspace_file(services.dagster_home), services.dagster_home)
+    workspace = ["-w", str(workspace_path)]
+    procs: list[subprocess.Popen] = []
     code = 0
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop behaves like Ctrl-C
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        code = next(p.returncode for p in procs if p.poll() is not None) or 0
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
+    def stop(group: list[subprocess.Popen]) -> None:
+        for p in group:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        for p in procs:
+        for p in group:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+    signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop behaves like Ctrl-C
+    code_servers = [subprocess.Popen(server.command, env=services.env()) for server in servers]
+    try:
+        deadline = time.monotonic() + CODE_SERVER_START_S
+        for server, proc in zip(servers, code_servers):
+            while not _listening(server.port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    print(f"idem dev: the code server of {server.location} did not start "
+                          f"({'exited ' + str(proc.returncode) if proc.poll() is not None else 'timed out'})",
+                          file=sys.stderr, flush=True)
+                    return proc.returncode or 1
+                time.sleep(0.25)
+        procs = [
+            subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), *workspace],
+                             env=services.env()),
+            subprocess.Popen([sys.executable, "-m", "idem_platform.daemon", "run", *workspace], env=services.env()),
+        ]
+        every = [*procs, *code_servers]
+        while all(p.poll() is None for p in every):
+            time.sleep(0.5)
+        code = next(p.returncode for p in every if p.poll() is not None) or 0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(procs)
+        stop(code_servers)
         if services.pg_embedded:
             stop_embedded_postgres()
         if services.es_local:

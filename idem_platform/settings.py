@@ -76,6 +76,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("IDEM_DRIFT_CHECK_CRON", "`0 5 * * *`", "when `drift_check_schedule` re-checks the recent days (cron)"),
     Variable("IDEM_UI_HOST", "`127.0.0.1`", "where `idem dev` serves the UI (binds loopback unless told otherwise)"),
     Variable("IDEM_UI_PORT", "`3000`", "the UI's port for `idem dev`"),
+    Variable("IDEM_BACKFILL_INTERVAL_SECONDS", "`5`",
+             "seconds between the backfill daemon's iterations under `idem dev` (`idem_platform.daemon`; Dagster's "
+             "own is a fixed 30): a backfill's run is submitted, and the backfill marked done, at most this long "
+             "after it is launched or its run ends"),
     Variable("IDEM_FAULT", "", "tests only: crash a write at `[<sink>:]<point>` (see `storage/faults.py`)"),
     Variable("IDEM_FAULT_ASSET", "", "tests only: crash only writes of this asset"),
     Variable("IDEM_FAULT_MODE", "`exit`", "tests only: `exit` (`os._exit(137)`), `kill` (SIGKILL) or `pause` (wait at the point)"),
@@ -174,6 +178,7 @@ class Settings:
     drift_check_cron: str
     ui_host: str
     ui_port: int
+    backfill_interval: int
 
     @property
     def embedded_dsn_file(self) -> Path:
@@ -221,6 +226,7 @@ def current() -> Settings:
         drift_check_cron=raw("IDEM_DRIFT_CHECK_CRON") or "0 5 * * *",
         ui_host=raw("IDEM_UI_HOST") or "127.0.0.1",
         ui_port=_number("IDEM_UI_PORT", 3000),
+        backfill_interval=_number("IDEM_BACKFILL_INTERVAL_SECONDS", 5) or 5,
     )
 
 

@@ -261,10 +261,14 @@ def exit_code(verdicts: Sequence[PartitionVerdict]) -> int:
 
 
 class VerifyConfig(dg.Config):
-    asset: str = Field(description="the asset to verify, e.g. `people` or `sales/orders`")
-    partitions: list[str] = Field(default=[], description="days to verify, YYYY-MM-DD")
+    asset: str = Field(description="the asset to verify, as the catalog names it: `people`, `sales/orders`")
+    partitions: list[str] = Field(
+        default=[], description="days to verify, YYYY-MM-DD, e.g. [\"2026-01-05\"]; or give partition_range"
+    )
     partition_range: str = Field(
-        default="", description="or a range of days: `A...B` or `[A...B]` (both ends included)"
+        default="",
+        description="or a range of days, both ends included: `A...B` (as `idem verify --range`) or `[A...B]` (as "
+        "Dagster's launch dialog writes it), e.g. 2026-01-01...2026-01-07",
     )
 
 

@@ -68,3 +68,18 @@ def test_state_dir_is_found_from_a_subdirectory(monkeypatch, tmp_path):
     (tmp_path / "deep" / "er").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "deep" / "er")
     assert settings.current().state_dir == tmp_path / ".idem"
+
+
+def test_readme_states_each_example_schedule_s_default_state():
+    """A schedule's default state is what the README says it is (on: it runs under `idem dev` with nothing else)."""
+    import dagster as dg
+
+    from idem_platform.definitions import defs
+
+    readme = (ROOT / "README.md").read_text()
+    said = {"on": dg.DefaultScheduleStatus.RUNNING, "**off**": dg.DefaultScheduleStatus.STOPPED}
+    repository = defs.get_repository_def()
+    for schedule in map(repository.get_schedule_def, ("people_job_schedule", "service_requests_job_schedule")):
+        match = re.search(rf"`{schedule.name}` \([^)]*; (on|\*\*off\*\*) by default", readme)
+        assert match, f"the README does not say whether {schedule.name} is on by default"
+        assert said[match.group(1)] == schedule.default_status, schedule.name

@@ -259,6 +259,19 @@ def history(
         return [LedgerEntry(**row) for row in cur.fetchall()]
 
 
+def recent(conn: psycopg.Connection, asset: str, sink: str, store: str, limit: int = 10) -> list[LedgerEntry]:
+    """The last `limit` confirmed publishes of `asset` in that sink and store, newest first (one query)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT {} FROM {} WHERE asset = %s AND sink = %s AND store = %s AND confirmed
+                   ORDER BY id DESC LIMIT %s"""
+            ).format(_SELECTED, LEDGER),
+            (asset, sink, store, limit),
+        )
+        return [LedgerEntry(**row) for row in cur.fetchall()]
+
+
 def latest_entries(
     conn: psycopg.Connection, asset: str, days: Sequence[str], sink: str | None = None
 ) -> dict[str, LedgerEntry]:

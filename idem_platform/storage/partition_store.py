@@ -29,13 +29,16 @@ fails), which hides its cost behind the COPY. Very long ranges are published in 
 `PartitionIOManager` is the Dagster face of this: it reads the asset's declaration from its definition
 metadata, runs the write for every partition of the run (a range run publishes every day of the range, empty
 days included) and attaches per-partition metadata (`dagster/partition_row_count`, fingerprint, changed) to the
-materializations. It loads inputs as Dagster's database IO managers do (`load_input`): no mapped day is an empty
-frame, `AssetIn(metadata={"columns": [...]})` a column subset, an unpartitioned downstream the published days.
+materializations, and to one of them (the last day's) `recent_publishes`: the asset's last ledger rows as a table,
+read in one query per run. It loads inputs as Dagster's database IO managers do (`load_input`): no mapped day is
+an empty frame, `AssetIn(metadata={"columns": [...]})` a column subset, an unpartitioned downstream the published
+days.
 """
 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -530,6 +533,46 @@ def _span(days: Sequence[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]} ({len(days)} days)"
 
 
+PUBLISHES_METADATA = "recent_publishes"
+PUBLISHES_SHOWN = 10
+
+
+def publishes_table(entries: Sequence[ledger.LedgerEntry]) -> dg.TableMetadataValue:
+    """Ledger rows as a table the UI shows inline: the asset's recent publishes at a glance."""
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({
+                "partition": e.partition,
+                "published_at": e.published_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+                if e.published_at else "",
+                "rows": e.row_count,
+                "fingerprint": e.fingerprint,
+                "changed": bool(e.changed),
+                "run": e.run_id[:8],
+            })
+            for e in entries
+        ],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("partition", "string"), dg.TableColumn("published_at", "string"),
+            dg.TableColumn("rows", "int"), dg.TableColumn("fingerprint", "string"),
+            dg.TableColumn("changed", "bool", description="did this publish change what the sink held?"),
+            dg.TableColumn("run", "string", description="the first 8 characters of the run id"),
+        ]),
+    )
+
+
+def recent_publishes(postgres: PostgresResource, entry: ledger.LedgerEntry, log) -> dict[str, Any]:
+    """`{PUBLISHES_METADATA: table}` of the asset's last PUBLISHES_SHOWN publishes in the entry's sink and store,
+    read in one query once the write committed; `{}` if that read fails (the write itself succeeded)."""
+    try:
+        with postgres.connect() as conn:
+            entries = ledger.recent(conn, entry.asset, entry.sink, entry.store, PUBLISHES_SHOWN)
+    except psycopg.Error as exc:
+        log.warning(f"{entry.asset}: published, but could not read its recent publishes for the metadata: {exc}")
+        return {}
+    return {PUBLISHES_METADATA: publishes_table(entries)}
+
+
 def partition_metadata(entry: ledger.LedgerEntry) -> dict[str, Any]:
     return {
         "dagster/row_count": entry.row_count,
@@ -575,12 +618,18 @@ class PartitionIOManager(dg.ConfigurableIOManager):
             self.sink(), self.postgres, target, days, obj, context.run_id, context.log,
             partitions_def=context.asset_partitions_def,
         )
+        publishes = recent_publishes(self.postgres, entries[-1], context.log)
         if len(entries) == 1:
-            context.add_output_metadata({**partition_metadata(entries[0]), SCHEMA_METADATA: target.decl.table_schema()})
+            context.add_output_metadata(
+                {**partition_metadata(entries[0]), SCHEMA_METADATA: target.decl.table_schema(), **publishes}
+            )
             return
+        # The table goes on one materialization of the range, the last day's: Dagster emits the range's events in
+        # partition order, so it is the asset's latest. Output metadata would be copied into every day's event.
         for entry in entries:
             context.step_context.add_asset_metadata(
-                partition_metadata(entry), asset_key=context.asset_key, partition_key=entry.partition
+                {**partition_metadata(entry), **(publishes if entry.partition == days[-1] else {})},
+                asset_key=context.asset_key, partition_key=entry.partition,
             )
         context.add_output_metadata(
             {

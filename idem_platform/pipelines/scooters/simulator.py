@@ -202,7 +202,7 @@ def add_simulate_scooters_parser(subparsers) -> argparse.ArgumentParser:
     )
     group = sim.add_mutually_exclusive_group()
     group.add_argument("--day", help="one day, YYYY-MM-DD")
-    group.add_argument("--range", help="A...B, every day from A to B")
+    group.add_argument("--range", help="days A...B (or [A...B]), inclusive")
     group.add_argument("--days", type=int, default=1, help="the last N complete days (default 1: yesterday)")
     sim.add_argument("--trips", type=int, default=500, help="trips per day (default 500)")
     sim.add_argument("--parts", type=int, default=1, help="files per day, named <day>__partN.csv (default 1: <day>.csv)")
