@@ -11,6 +11,7 @@ materialization (`AssetCheckPartitionInfo.is_current`); these tests read exactly
 """
 
 import dagster as dg
+import pandas as pd
 import psycopg
 import pytest
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -49,8 +50,7 @@ def materialize_range(defs, instance, days=DAYS):
 
 
 def recheck(defs, instance, day: str):
-    # as the UI launches a partition of the job: the partition as a tag
-    return defs.resolve_job_def("recheck_job").execute_in_process(instance=instance, tags={"dagster/partition": day})
+    return defs.resolve_job_def("recheck_job").execute_in_process(instance=instance, partition_key=day)
 
 
 PASSED = (AssetCheckExecutionRecordStatus.SUCCEEDED.value, True)
@@ -106,3 +106,19 @@ def test_checks_run_without_partitions_checks_the_published_days(defs, instance)
         ("raw_people", d) for d in DAYS[:2]} | {("people", d) for d in DAYS[:2]}
     assert all(e.passed for e in evaluations)
     assert status(instance, DRIFT) == {d: PASSED for d in DAYS[:2]}
+
+
+def test_recheck_job_is_partitioned_and_the_drift_schedule_requests_the_recent_days(defs):
+    """The UI offers a partition picker only for a partitioned job, and refuses a schedule's partitioned run
+    requests for one that is not."""
+    from idem_platform import settings
+
+    job = defs.resolve_job_def("recheck_job")
+    assert job.partitions_def == people.partitions_def
+    schedule = defs.resolve_schedule_def("drift_check_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.build_schedule_context(scheduled_execution_time=pd.Timestamp("2026-01-10T05:00Z").to_pydatetime(),
+                                   repository_def=defs.get_repository_def()) as ctx:
+        requests = schedule.evaluate_tick(ctx).run_requests
+    days = settings.current().recheck_days
+    assert [r.partition_key for r in requests] == [d.strftime("%Y-%m-%d") for d in pd.date_range(end="2026-01-09", periods=days)]
