@@ -40,7 +40,11 @@ def recheck_jobs_and_schedules(assets: Iterable[object]) -> tuple[list, list[dg.
         job = dg.define_asset_job(
             f"{JOB}{suffix}",
             selection=dg.AssetSelection.checks_for_assets(*group),
-            partitions_def=partitions_def,
+            # Dagster infers an asset job's partitions from the assets it materializes, and ignores
+            # `partitions_def` when there are none (checks only): the job would be unpartitioned, with no
+            # partition picker in the UI and the schedule's partitioned run requests refused. A partitioned
+            # config (no run config of its own) is what makes the job partitioned.
+            config=dg.PartitionedConfig(partitions_def=partitions_def, run_config_for_partition_key_fn=_no_config),
             description=f"Re-check published days of {names} without re-materializing them: pick the days; each "
             "day's checks (drift against the ledger, row counts, keys) are recorded on the asset.",
         )
@@ -48,6 +52,10 @@ def recheck_jobs_and_schedules(assets: Iterable[object]) -> tuple[list, list[dg.
         schedules.append(_drift_schedule(f"{SCHEDULE}{suffix}", job, partitions_def, config.drift_check_cron,
                                          config.recheck_days))
     return jobs, schedules
+
+
+def _no_config(partition_key: str) -> dict:
+    return {}
 
 
 def _drift_schedule(name: str, job, partitions_def: dg.PartitionsDefinition, cron: str, days: int):
