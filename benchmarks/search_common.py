@@ -10,9 +10,9 @@ The raw baseline is built without the sink's internals:
   as the sink does before counting: the same refresh settings on both sides (issue 17/18: the raw side used to
   load with the default 1 s refresh while the store turned refresh off);
 - mappings: read back from an index the sink made (`get_mapping` on its read alias), so exactly the sink's;
-- documents: the frame's rows as JSON-ready dicts by declared type (the encoding the sink documents: dates
-  `YYYY-MM-DD`, timestamps UTC ISO with microseconds, missing values null), `_id` = the key value, built before
-  any clock starts.
+- documents: the frame's rows as JSON-ready dicts by declared type, encoded by the sink's own
+  `elasticsearch_store.json_values` (the same trick on both sides), `_id` = the key value, built before any clock
+  starts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch, helpers
 
@@ -126,31 +125,9 @@ def sink_mappings(client: Elasticsearch, read_alias: str) -> dict:
     return next(iter(found.values()))["mappings"]
 
 
-def _json_values(series: pd.Series, type_name: str) -> list:
-    """A declared column as JSON-ready values, missing values None (the encoding the sink's docstring states)."""
-    if type_name in ("string", "int", "bool"):
-        return series.to_numpy(dtype=object, na_value=None).tolist()
-    if type_name == "float":
-        values = series.to_numpy(dtype="float64")
-        out = values.astype(object)
-        out[np.isnan(values)] = None
-        return out.tolist()
-    if type_name == "timestamp":
-        stamps = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-        text = np.char.add(np.datetime_as_string(stamps, unit="us"), "Z")
-    elif type_name == "date":
-        stamps = series.to_numpy().astype("datetime64[D]")
-        text = np.datetime_as_string(stamps, unit="D")
-    else:
-        raise ValueError(f"unknown logical type {type_name!r}")
-    out = text.astype(object)
-    out[np.isnat(stamps)] = None
-    return out.tolist()
-
-
 def raw_documents(frame: pd.DataFrame, decl: TableDeclaration, index: str) -> list[dict]:
     """Every row as a bulk action into `index`, `_id` = the key value (a JSON array for a composite key)."""
-    columns = {c.name: _json_values(frame[c.name], c.type) for c in decl.columns}
+    columns = {c.name: elasticsearch_store.json_values(frame[c.name], c.type) for c in decl.columns}
     keys = [columns[k] for k in decl.key]
     if len(keys) == 1:
         ids = [v if isinstance(v, str) else json.dumps(v) for v in keys[0]]
