@@ -16,36 +16,15 @@ import os
 import time
 
 import dagster as dg
-import numpy as np
 import pandas as pd
+
+from benchmarks.readings import COMPUTE_LOG_ENV, READING_COLUMNS, daily_readings
 
 from idem_platform.declare import idem_asset
 from idem_platform.resources import PostgresResource
 from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
-ROWS_PER_DAY = int(os.environ.get("IDEM_BENCH_ROWS_PER_DAY", "100"))
-COMPUTE_LOG_ENV = "IDEM_BENCH_COMPUTE_LOG"
 SCHEMA = "bench"
-
-READING_COLUMNS = {
-    "reading_id": "int", "sensor": "string", "value": "float", "ok": "bool", "read_at": "timestamp",
-}
-
-
-def daily_readings(days: list[str], rows_per_day: int = ROWS_PER_DAY) -> pd.DataFrame:
-    """`rows_per_day` readings for each day; the same days give the same rows."""
-    frames = []
-    for day in days:
-        rng = np.random.default_rng(int(day.replace("-", "")))
-        frames.append(pd.DataFrame({
-            "reading_id": np.arange(rows_per_day),
-            "sensor": [f"sensor-{n}" for n in rng.integers(0, 50, rows_per_day)],
-            "value": rng.normal(20, 5, rows_per_day),
-            "ok": rng.random(rows_per_day) < 0.95,
-            "read_at": pd.Timestamp(day, tz="UTC") + pd.to_timedelta(rng.integers(0, 86_400, rows_per_day), "s"),
-            "partition_date": day,
-        }))
-    return pd.concat(frames, ignore_index=True)
 
 
 @idem_asset(columns=READING_COLUMNS, key=["reading_id"], io_manager_key="warehouse_io", group_name="bench")

@@ -3,7 +3,9 @@
 `dagster_postgres.PostgresEventLogStorage` uses SQLAlchemy's NullPool: every event a run writes (one
 ASSET_MATERIALIZATION_PLANNED and one materialization per partition, step and log events...) opens and closes
 a PostgreSQL connection. A 365-day backfill run opens ~1,900 of them. This subclass keeps a small pool instead
-(one connection held per process, extra threads get overflow connections that are closed on return), the same
+(two connections held per process: dagster-postgres opens a second one while it writes an asset check evaluation,
+which with one held connection cost a new connection per evaluation, 365 in a range run; more threads get overflow
+connections that are closed on return), the same
 engine settings dagster-postgres itself uses for the webserver (`optimize_for_webserver`). Connections are
 checked before use (`pool_pre_ping`) and recycled hourly, so a restarted server costs one failed ping, not a
 failed run. Everything else (schema, migrations, queries) is dagster-postgres' own.
@@ -29,7 +31,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             self._token_provider,
             isolation_level="AUTOCOMMIT",
             poolclass=db_pool.QueuePool,
-            pool_size=1,
+            pool_size=2,
             max_overflow=-1,
             pool_recycle=POOL_RECYCLE_SECONDS,
             pool_pre_ping=True,

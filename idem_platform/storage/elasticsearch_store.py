@@ -67,8 +67,6 @@ from typing import Any, ClassVar
 import dagster as dg
 import numpy as np
 import pandas as pd
-from elastic_transport import ApiError, TransportError
-from elasticsearch import NotFoundError, helpers
 
 from pydantic import Field
 
@@ -122,6 +120,26 @@ VALUE_LIMITS = (
 SHOWN_FAILURES = 5
 
 _log = logging.getLogger("idem_platform.storage.elasticsearch")
+
+
+class _ClientLibrary:
+    """The `elasticsearch` client library's names this module uses, imported at first use: a run that writes no
+    search sink does not load the library (~0.15 s of every run's start-up)."""
+
+    def __getattr__(self, name: str):
+        import elastic_transport
+        import elasticsearch
+        from elasticsearch import helpers
+
+        names = {"ApiError": elastic_transport.ApiError, "TransportError": elastic_transport.TransportError,
+                 "NotFoundError": elasticsearch.NotFoundError, "helpers": helpers}
+        if name not in names:
+            raise AttributeError(name)
+        setattr(self, name, names[name])
+        return names[name]
+
+
+_lib = _ClientLibrary()
 
 
 # ------------------------------------------------------------------------------------------------ JSON values
@@ -260,7 +278,7 @@ class ElasticsearchIndexSink(PartitionSink):
             found = self.client.indices.get_alias(
                 index=names.pattern, expand_wildcards="open,closed", ignore_unavailable=True, allow_no_indices=True
             ).body
-        except NotFoundError:
+        except _lib.NotFoundError:
             found = {}
         return SearchLayout.parse(names, found)
 
@@ -295,7 +313,7 @@ class ElasticsearchIndexSink(PartitionSink):
         refused too. Returns the dropped columns' mappings (kept) and the new columns (added to the indices)."""
         try:
             found = self.client.indices.get_index_template(name=self.template_name(target)).body
-        except NotFoundError:
+        except _lib.NotFoundError:
             return {}, []
         templates = found.get("index_templates") or []
         if not templates:
@@ -368,7 +386,7 @@ class ElasticsearchIndexSink(PartitionSink):
             try:
                 self.client.indices.update_aliases(actions=actions)
                 return layout
-            except ApiError as exc:
+            except _lib.ApiError as exc:
                 if exc.status_code not in (404, 409) or attempt == TRANSIENT_ATTEMPTS:
                     raise
                 _log.info(f"{target.asset}: a day's marker moved while claiming {days[0]}..{days[-1]}; reading again")
@@ -383,7 +401,7 @@ class ElasticsearchIndexSink(PartitionSink):
                 mappings=mappings,
                 aliases={SearchNames.marker(index, f"g.{secrets.token_hex(4)}"): {}},
             )
-        except ApiError as exc:
+        except _lib.ApiError as exc:
             if exc.status_code != 400 or "already_exists" not in str(exc):
                 raise  # another writer created it first: use it
 
@@ -417,7 +435,7 @@ class ElasticsearchIndexSink(PartitionSink):
     def _bulk_load(self, target: AssetTarget, staged: StagedVersions, frame: pd.DataFrame) -> None:
         failed: dict[str, int] = {}
         shown: list[str] = []
-        results = helpers.streaming_bulk(
+        results = _lib.helpers.streaming_bulk(
             self.client,
             self._actions(target, staged, frame),
             chunk_size=self.bulk_chunk_docs,
@@ -438,7 +456,7 @@ class ElasticsearchIndexSink(PartitionSink):
                 failed[day] = failed.get(day, 0) + 1
                 if len(shown) < SHOWN_FAILURES:
                     shown.append(f"{day} id {key or result.get('_id')!r}: {_reason(result.get('error'))}")
-        except (ApiError, TransportError) as exc:
+        except (_lib.ApiError, _lib.TransportError) as exc:
             raise BulkIndexingError(
                 f"asset {target.asset!r}: bulk load of {_span(list(staged.where))} failed: {exc}. Nothing was published."
             ) from exc
@@ -493,10 +511,10 @@ class ElasticsearchIndexSink(PartitionSink):
         actions = self._publish_actions(target, names, layout, staged, touched)
         try:
             self.client.indices.update_aliases(actions=actions)
-        except (ApiError, TransportError) as exc:
+        except (_lib.ApiError, _lib.TransportError) as exc:
             # An ambiguous failure (a timeout) may have moved the aliases: read them back before deciding.
             if not self._published(target, staged):
-                if isinstance(exc, ApiError) and exc.status_code in (404, 409):  # a `must_exist` removal refused
+                if isinstance(exc, _lib.ApiError) and exc.status_code in (404, 409):  # a `must_exist` removal refused
                     raise self._stale(target, {day: "claimed by another writer" for day in staged.where}, exc) from None
                 raise
             _log.warning(f"{target.asset}: the alias request failed, but the aliases did move: published")
@@ -534,7 +552,7 @@ class ElasticsearchIndexSink(PartitionSink):
     def _published(self, target: AssetTarget, staged: StagedVersions) -> bool:
         try:
             layout = self.layout(target)
-        except (ApiError, TransportError):
+        except (_lib.ApiError, _lib.TransportError):
             return False
         return all(layout.version(day) == version for day, version in staged.versions.items())
 
@@ -555,7 +573,7 @@ class ElasticsearchIndexSink(PartitionSink):
                                             conflicts="proceed", refresh=False, ignore_unavailable=True)
             for names in _batched(sorted(set(earlier))):
                 self.client.indices.delete(index=names, ignore_unavailable=True)
-        except (ApiError, TransportError) as exc:
+        except (_lib.ApiError, _lib.TransportError) as exc:
             _log.warning(f"{target.asset}: superseded versions not deleted ({exc}); the next write of the day will")
 
     @staticmethod
@@ -585,7 +603,7 @@ class ElasticsearchIndexSink(PartitionSink):
                          for index, claim in staged.where.values() if claim in live]
             if withdrawn:
                 self.client.indices.update_aliases(actions=withdrawn)
-        except (ApiError, TransportError) as exc:
+        except (_lib.ApiError, _lib.TransportError) as exc:
             _log.warning(f"{target.asset}: could not delete the staged versions {sorted(staged.versions.values())} ({exc})")
 
     def read(self, target: AssetTarget, days: Sequence[str]) -> pd.DataFrame:
@@ -603,7 +621,7 @@ class ElasticsearchIndexSink(PartitionSink):
             )
         sources: list[dict] = []
         for aliases in _batched([names.day_alias(day) for day in days]):
-            hits = helpers.scan(self.client, index=aliases, size=SCAN_PAGE, scroll="2m")
+            hits = _lib.helpers.scan(self.client, index=aliases, size=SCAN_PAGE, scroll="2m")
             sources.extend(hit["_source"] for hit in hits)
         columns = {}
         for col in decl.columns:

@@ -412,14 +412,23 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
     ledger.confirm(conn, [e.id for e in published.values() if not e.confirmed])  # intents a crash left: they did publish
     previous = {day: e.fingerprint for day, e in published.items()}
     fault_point(sink.name, "before_stage", target.asset)
+    # Which days this write changes is decided while the rows are staged: a day the ledger says is unchanged is
+    # read back from what readers see now (the committed old content, on another connection), overlapped with
+    # the stage instead of after it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-changed") as pool:
+        changes = pool.submit(lambda: changed_days(sink, target, days, checked(), previous))
+        try:
+            staged = sink.stage(conn, target, days, frame, run_id)
+        except BaseException:
+            checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
+            raise
+        try:
+            digests = checked()  # an AuditError raised by the audit thread discards the stage
+            changed = changes.result()
+        except BaseException:
+            sink.discard(target, staged)
+            raise
     try:
-        staged = sink.stage(conn, target, days, frame, run_id)
-    except BaseException:
-        checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
-        raise
-    try:
-        digests = checked()  # an AuditError raised by the audit thread discards the stage
-        changed = changed_days(sink, target, days, digests, previous)
         fault_point(sink.name, "after_stage", target.asset)
         sink.verify_staged(conn, target, staged, digests)
         fault_point(sink.name, "after_audit", target.asset)

@@ -1,5 +1,6 @@
 """The search cluster: the `elasticsearch` 9 client, its plain-JSON transport (Elasticsearch 8, the osmem server),
-and the resource that finds the cluster.
+and the resource that finds the cluster. The client library itself (`search_transport`) is imported when a client
+is first made, so a run that writes no search sink does not load it.
 
 Compatibility (README "Search cluster compatibility"): the client is the official `elasticsearch` 9 client with its
 product check kept. A server that fails it (real OpenSearch does: it sends no `X-Elastic-Product: Elasticsearch`
@@ -14,42 +15,17 @@ neither the UI nor the run config ever holds them.
 
 from __future__ import annotations
 
-import re
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from elastic_transport import Urllib3HttpNode
-from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from pydantic import Field
 
 from .. import settings
 from ..resources import ServiceNotFound, _resolved
 
-
-_COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with=\d+", re.I)
-_MEDIA_HEADERS = ("accept", "content-type")
-
-
-class PlainJsonHttpNode(Urllib3HttpNode):
-    """An urllib3 node that sends plain `application/json` / `application/x-ndjson` media types.
-
-    The 9.x `elasticsearch` client asks for REST API compatibility mode on every request:
-    `Accept`/`Content-Type: application/vnd.elasticsearch+json; compatible-with=9` (`+x-ndjson` for bulk).
-    OpenSearch and OpenSearch-compatible servers (the local osmem server among them) answer that with 406, and
-    Elasticsearch 8 with 400 (`Accept version must be either version 8 or 7`). This node rewrites both headers,
-    always together (Elasticsearch refuses a compatible version on one header but not the other), to the plain
-    media types every Elasticsearch and OpenSearch version accepts. Pass it as `Elasticsearch(node_class=...)`.
-    """
-
-    def perform_request(self, method, target, body=None, headers=None, **kwargs):
-        if headers:
-            headers = headers.copy()
-            for name in _MEDIA_HEADERS:
-                value = headers.get(name)
-                if value:
-                    headers[name] = _COMPAT_MEDIA_TYPE.sub(r"application/\1", value)
-        return super().perform_request(method, target, body=body, headers=headers, **kwargs)
+if TYPE_CHECKING:
+    from .search_transport import CheckedElasticsearch
 
 
 SUPPORTED_CLUSTERS = (
@@ -64,59 +40,6 @@ class UnsupportedSearchCluster(RuntimeError):
     Not an `ApiError`: no retry or read-back path of the sink mistakes it for a failed request. Its `__cause__` is the
     client's `UnsupportedProductError`.
     """
-
-
-class _ProductCheck:
-    """Shared by a client and its `options()` copies, so the `GET /` check runs once per `client()`."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = False
-
-
-class CheckedElasticsearch(Elasticsearch):
-    """The `elasticsearch` client, whose product check runs first, on a read-only `GET /`, and fails by name.
-
-    The client checks `X-Elastic-Product: Elasticsearch` on the first successful response of whatever request comes
-    first, so against a server that fails it, a write would land and then raise a bare `UnsupportedProductError`
-    deep in a run. Here the first request of a client (and of its `options()` copies) is preceded by `GET /`
-    through the client itself, product check included; a failed check raises `UnsupportedSearchCluster` naming the
-    URL, `version.distribution`, `version.number` and `tagline`, before anything is written. The check is not
-    bypassed: if `GET /` is refused (an API key without the `monitor` privilege answers 403), the client's own check
-    still runs on the first successful response, and a failure there is reported the same way.
-    """
-
-    _idem_check: _ProductCheck | None = None
-
-    def _product_check(self) -> _ProductCheck:
-        if self._idem_check is None:
-            self._idem_check = _ProductCheck()
-        return self._idem_check
-
-    def options(self, *args, **kwargs):
-        client = super().options(*args, **kwargs)
-        client._idem_check = self._product_check()
-        return client
-
-    def perform_request(self, method, path, **kwargs):
-        check = self._product_check()
-        try:
-            if not check.done:
-                try:
-                    super().perform_request("GET", "/", headers={"accept": "application/json"},
-                                            endpoint_id="info", path_parts={})
-                except UnsupportedProductError:
-                    raise
-                except ApiError:
-                    pass  # GET / refused (403, ...): the client checks the request's own response instead
-                check.done = True
-            return super().perform_request(method, path, **kwargs)
-        except UnsupportedProductError as exc:
-            raise UnsupportedSearchCluster(refusal_message(self._urls(), exc.body)) from exc
-
-    def _urls(self) -> str:
-        return ", ".join(node.base_url for node in self.transport.node_pool.all()) or "(no node)"
 
 
 def refusal_message(url: str, answer: Any) -> str:
@@ -173,6 +96,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
     ca_certs: str | None = Field(default=None, description="CA bundle for a cluster with its own certificate")
 
     def client(self) -> CheckedElasticsearch:
+        from .search_transport import CheckedElasticsearch, PlainJsonHttpNode  # the client library, at first use
+
         api_key, username, password = _resolved(self.api_key), _resolved(self.username), _resolved(self.password)
         if not (api_key or username or password):
             api_key = settings.raw("IDEM_ES_API_KEY") or None
@@ -195,8 +120,6 @@ class ElasticsearchResource(dg.ConfigurableResource):
 
     def resolved_url(self) -> str:
         return _resolved(self.url) or cluster_url()
-
-
 
 
 def search_answers(url: str) -> bool:

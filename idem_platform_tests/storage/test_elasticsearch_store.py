@@ -34,7 +34,8 @@ from idem_platform.storage.elasticsearch_store import (
     PartitionNotFound,
 )
 from idem_platform.storage.search_layout import VERSION_FIELD
-from idem_platform.storage.search_client import ElasticsearchResource, PlainJsonHttpNode
+from idem_platform.storage.search_client import ElasticsearchResource
+from idem_platform.storage.search_transport import PlainJsonHttpNode
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.partition_store import AssetTarget, publish_partitions
 from idem_platform.storage.postgres_store import PostgresTableSink
