@@ -50,7 +50,7 @@ class LedgerEntry:
     # Did this write change what the sink held? None: judge by the ledger (previous != new). The write path sets
     # it from the sink's content when the ledger says "unchanged", so a rerun that repairs drift says True.
     changed: bool | None = None
-    version: str | None = None  # the sink's version of this content (lake token, physical index); None: the table
+    version: str | None = None  # the sink's version of this content (lake token, index version, `xid:<n>` for a table)
     confirmed: bool = True  # False: an intent whose publish may or may not have happened (see the module docstring)
     # The fingerprint algorithm that made `fingerprint` (fingerprint.ALGORITHM); rows from before ledger v4 read as
     # PREVIOUS_ALGORITHM. `idem verify` does not compare fingerprints made by different algorithms.

@@ -191,6 +191,15 @@ class PartitionSink(abc.ABC):
         """The version of each day the sink holds now (None: nothing); only sinks outside PostgreSQL have them."""
         return {day: None for day in days}
 
+    def transaction_version(self, conn: psycopg.Connection) -> str | None:
+        """For a sink that publishes in the ledger's transaction: the version its ledger rows record (None: none)."""
+        return None
+
+    def untouched_since_publish(self, target: AssetTarget, published: dict[str, ledger.LedgerEntry]) -> set[str]:
+        """The days the sink can prove, without reading them back, still hold exactly what `published` recorded
+        (nobody wrote them since). Default: none; `changed_days` then reads every unchanged day back."""
+        return set()
+
 
 def attached_digests(
     frame: pd.DataFrame, decl: TableDeclaration, days: Sequence[str]
@@ -416,7 +425,7 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
     # read back from what readers see now (the committed old content, on another connection), overlapped with
     # the stage instead of after it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-changed") as pool:
-        changes = pool.submit(lambda: changed_days(sink, target, days, checked(), previous))
+        changes = pool.submit(lambda: changed_days(sink, target, days, checked(), published))
         try:
             staged = sink.stage(conn, target, days, frame, run_id)
         except BaseException:
@@ -432,12 +441,13 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
         fault_point(sink.name, "after_stage", target.asset)
         sink.verify_staged(conn, target, staged, digests)
         fault_point(sink.name, "after_audit", target.asset)
+        this_transaction = sink.transaction_version(conn) if sink.publishes_in_transaction else None
         entries = [
             ledger.LedgerEntry(
                 asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
                 run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
                 previous_fingerprint=previous.get(day), store=store, changed=day in changed,
-                version=None if sink.publishes_in_transaction else staged.versions[day],
+                version=this_transaction if sink.publishes_in_transaction else staged.versions[day],
             )
             for day in days
         ]
@@ -463,13 +473,20 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
 
 def changed_days(
     sink: PartitionSink, target: AssetTarget, days: Sequence[str], digests: dict[str, PartitionDigest],
-    previous: dict[str, str],
+    published: dict[str, ledger.LedgerEntry],
 ) -> set[str]:
     """The days this write changes in the sink: those whose ledger fingerprint differs from the new one, and
     those where the ledger says "unchanged" but the sink no longer holds what was published (drift a rerun
-    repairs). Only the latter are read back, under the partition lock, before the publish."""
-    changed = {d for d in days if previous.get(d) != digests[d].fingerprint}
+    repairs). Of the latter, the days the sink proves untouched since their publish (`untouched_since_publish`)
+    are not read; the others are read back, under the partition lock, before the publish."""
+    changed = {d for d in days if d not in published or published[d].fingerprint != digests[d].fingerprint}
     same = [d for d in days if d not in changed]
+    if same:
+        try:
+            untouched = sink.untouched_since_publish(target, {d: published[d] for d in same})
+        except Exception:  # noqa: BLE001 - no proof (a dropped table...): read back, below
+            untouched = set()
+        same = [d for d in same if d not in untouched]
     if same:
         try:
             held = partition_digests(sink.read(target, same), target.decl, same)

@@ -69,6 +69,7 @@ from ..resources import META_SCHEMA, PostgresResource
 from .audit import ValueLimit, string_bytes_over, strings_containing
 from .faults import fault_point
 from .fingerprint import PartitionDigest
+from .ledger import LedgerEntry
 from .partition_store import AssetTarget, PartitionIOManager, PartitionSink, type_change_refused
 from .schema import LOGICAL_TYPES, PARTITION_COLUMN, SchemaError, canonical_dtype
 
@@ -113,6 +114,10 @@ def _arrow_dtypes() -> dict:
     bigint into float64 (the rest, dates and timestamps, `TableDeclaration.coerce` brings to the canonical unit)."""
     return {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): canonical_dtype("string"),
             pa.large_string(): canonical_dtype("string")}
+
+
+# A ledger row's `version` for this sink: the publishing transaction's id (see `untouched_since_publish`).
+XID_VERSION = "xid:"
 
 
 class StagingMismatch(RuntimeError):
@@ -415,6 +420,32 @@ class PostgresTableSink(PartitionSink):
                 self._add_day_constraints(cur, target, day, stage)
                 staged.swapped[day] = (stage, copied)
         return staged
+
+    def transaction_version(self, conn: psycopg.Connection) -> str | None:
+        """`xid:<n>`: the publishing transaction's id, which every row it writes carries as `xmin`."""
+        return f"{XID_VERSION}{conn.execute('SELECT pg_current_xact_id()').fetchone()[0]}"
+
+    def untouched_since_publish(self, target: AssetTarget, published: dict[str, LedgerEntry]) -> set[str]:
+        """The days whose rows are all, and only, the ones their publishing transaction wrote: as many rows as the
+        ledger recorded and every row's `xmin` that transaction's id (an UPDATE or INSERT by anyone else makes
+        rows with another `xmin`, a DELETE lowers the count). One server-side scan of the days, instead of
+        reading them back and hashing them. Freezing keeps `xmin` (PostgreSQL >= 9.4); a table rewritten by
+        other means (dump and restore, pg_repack) gives new ids, so its days are read back once, as before.
+        Reads the committed rows, on its own connection (the writer's transaction is busy staging)."""
+        days = [d for d, e in published.items() if e.version and e.version.startswith(XID_VERSION)]
+        if not days:
+            return set()
+        xids = [str(int(published[d].version[len(XID_VERSION):]) % 2**32) for d in days]  # xmin is 32 bits
+        with self.postgres.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    """SELECT v.day::text, count(t.{p}), count(t.{p}) FILTER (WHERE t.xmin::text <> v.xid)
+                       FROM unnest(%s::date[], %s::text[]) AS v(day, xid) LEFT JOIN {t} t ON t.{p} = v.day
+                       GROUP BY v.day"""
+                ).format(p=sql.Identifier(PARTITION_COLUMN), t=self.table(target)),
+                (days, xids),
+            ).fetchall()
+        return {day for day, count, foreign in rows if foreign == 0 and count == published[day].row_count}
 
     def verify_staged(self, conn, target, staged: StagedDays, digests: dict[str, PartitionDigest]) -> None:
         counts = {day: copied for day, (_, copied) in staged.swapped.items()}  # this transaction made those tables

@@ -170,3 +170,40 @@ def test_new_declared_column_is_added_and_type_change_is_refused(store_resources
 def test_audit_error_message_names_asset_partition_and_rule():
     err = AuditError("people", ["2026-01-05"], "unique key (person_id)", "2 rows share 1 keys")
     assert str(err).startswith("audit failed for asset 'people', partition 2026-01-05: rule 'unique key (person_id)'")
+
+
+@pytest.mark.parametrize("swap", [False, True], ids=["in place", "swap"])
+@pytest.mark.parametrize("edit", [
+    None,
+    "UPDATE {t} SET label = 'x' WHERE item_id = 3 AND partition_date = '{d}'",
+    "UPDATE {t} SET label = label WHERE item_id = 3 AND partition_date = '{d}'",  # same value, new row version
+    "DELETE FROM {t} WHERE item_id = 3 AND partition_date = '{d}'",
+    "INSERT INTO {t} (item_id, label, partition_date) VALUES (99, 'v', '{d}')",
+    "DELETE FROM {t} WHERE partition_date = '{d}'; INSERT INTO {t} (item_id, label, partition_date) "
+    "SELECT g, 'v', '{d}' FROM generate_series(0, 9) g",  # the same rows, written by someone else
+    "VACUUM (FREEZE) {t}",
+], ids=["untouched", "update", "update to the same value", "delete", "insert", "same rows rewritten", "vacuum freeze"])
+def test_an_identical_rerun_is_changed_exactly_when_the_day_no_longer_holds_what_was_published(
+    store_resources, pg_dsn, edit, swap, monkeypatch
+):
+    """The rerun of an unchanged day records `changed` from what the table holds: True after any out-of-band
+    edit (which it repairs), False when nobody wrote the day. The transaction-id proof that spares the read-back
+    must not hide an edit that leaves the same content or count."""
+    if swap:
+        monkeypatch.setenv("IDEM_PG_SWAP_MIN_ROWS", "1")
+    run([items], store_resources)
+    if edit:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            for statement in edit.format(t="warehouse.items", d=DAY).split("; "):
+                conn.execute(statement)
+    reads = []
+    original = PostgresTableSink.read
+    monkeypatch.setattr(PostgresTableSink, "read", lambda self, *a, **k: reads.append(a) or original(self, *a, **k))
+    run([items], store_resources)
+    last = ledger_rows(pg_dsn, "items")[-1]
+    content_changed = edit is not None and "VACUUM" not in edit and "SET label = label" not in edit \
+        and "generate_series" not in edit
+    assert last.changed is content_changed, (edit, last)
+    assert day_counts(pg_dsn, "items")[DAY] == (10, 10)
+    # untouched (or only frozen): proven without reading the day back; any writer since: read back
+    assert bool(reads) is (edit is not None and "VACUUM" not in edit)
