@@ -46,7 +46,7 @@ FIRST_DAY = dt.date(2025, 1, 1)
 TARGETS = {"one day": 1.3, "range": 1.15}
 SIDES = {"platform": ("benchmarks.overhead_platform_defs", "readings"),
          "bare": ("benchmarks.overhead_bare_defs", "bare_readings")}
-PHASES = ("start-up", "asset step", "check steps", "end")
+PHASES = ("start-up", "asset step", "check steps", "end", "events")
 
 
 def materialize(env: dict[str, str], side: str, *partition_args: str) -> tuple[float, float]:
@@ -66,11 +66,13 @@ def materialize(env: dict[str, str], side: str, *partition_args: str) -> tuple[f
 def phases(dsn: str, started: float, wall: float) -> dict[str, float]:
     """Start-up, asset step, check steps and end of the latest run, from its event log."""
     with psycopg.connect(dsn) as conn:
+        run_id = conn.execute("SELECT run_id FROM runs ORDER BY create_timestamp DESC LIMIT 1").fetchone()[0]
         rows = conn.execute(
             """SELECT step_key, dagster_event_type, extract(epoch FROM timestamp)::float8 FROM event_logs
-               WHERE run_id = (SELECT run_id FROM runs ORDER BY create_timestamp DESC LIMIT 1)
-                 AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')"""
+               WHERE run_id = %s AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')""",
+            (run_id,),
         ).fetchall()
+        events = conn.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (run_id,)).fetchone()[0]
     steps: dict[str, dict[str, float]] = {}
     for step, kind, at in rows:
         steps.setdefault(step, {})["start" if kind == "STEP_START" else "end"] = at
@@ -87,6 +89,7 @@ def phases(dsn: str, started: float, wall: float) -> dict[str, float]:
         "check steps": sum(steps[s]["end"] - steps[s]["start"] for s in checks),
     }
     out["end"] = wall - out["start-up"] - (last - first)
+    out["events"] = events  # what the run wrote to the event log (Dagster stores them one by one by default)
     return out
 
 
@@ -153,10 +156,11 @@ def main() -> int:
     print(f"\nRuns of {args.rows_per_day:,} rows per day; {args.repeat} repetitions, interleaved; "
           f"DAGSTER_EVENT_BATCH_SIZE={args.event_batch_size or 'unset'}; {load_average()}\n")
     print_times({f"{run}, {side}": values for (run, side), values in wall.items()})
-    print("\nwhere the time goes (medians, s; start-up = process start to the first step, from the run's event log):")
+    print("\nwhere the time goes (medians, s; start-up = process start to the first step, from the run's event log; "
+          "events: how many the run stored):")
     print(f"  {'':<22}" + "".join(f"{p:>13}" for p in PHASES))
     for (run, side), figures in split.items():
-        print(f"  {run + ', ' + side:<22}" + "".join(f"{statistics.median(figures[p]):>13.2f}" for p in PHASES))
+        print(f"  {run + ', ' + side:<22}" + "".join(f"{statistics.median(figures[p]):>13.{0 if p == 'events' else 2}f}" for p in PHASES))
     print(f"  importing the code location module in a fresh interpreter: "
           + ", ".join(f"{side} {seconds:.2f} s" for side, seconds in imports.items()))
     print()

@@ -33,6 +33,7 @@ SCRIPTS = {
     "es_overwrite": "bench_es_overwrite.py",
     "es_range": "bench_es_range.py",
     "backfill": "bench_backfill.py",
+    "run_overhead": "bench_run_overhead.py",
     "memory": "bench_memory.py",
     "verify": "bench_verify.py",
     "pg_read": "bench_pg_read.py",
