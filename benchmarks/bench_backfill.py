@@ -33,7 +33,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import fresh_database, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
+from benchmarks.common import dagster_instance, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
 
 FIRST_DAY = dt.date(2025, 1, 1)
 TARGET_MS = 50.0
@@ -88,18 +87,9 @@ def main() -> int:
     span = f"{days[0]}...{days[-1]}"
 
     print(f"{machine()}; {load_average()}", flush=True)
-    with fresh_database("idem_bench_backfill") as dsn, tempfile.TemporaryDirectory() as tmp:
-        from idem_platform.services import DAGSTER_YAML
-
-        home = Path(tmp) / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
-        log = Path(tmp) / "compute.jsonl"
-        env = {
-            **os.environ, "IDEM_PG_DSN": dsn, "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore",
-            "IDEM_BENCH_COMPUTE_LOG": str(log), "IDEM_BENCH_ROWS_PER_DAY": str(args.rows_per_day),
-        }
-        subprocess.run([DAGSTER, "instance", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+    with dagster_instance("idem_bench_backfill", IDEM_BENCH_ROWS_PER_DAY=str(args.rows_per_day)) as (dsn, env, tmp):
+        log = tmp / "compute.jsonl"
+        env["IDEM_BENCH_COMPUTE_LOG"] = str(log)
 
         # The platform's own parts of a range run, re-measured in this process after each run (same load).
         os.environ["IDEM_PG_DSN"] = dsn

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import fresh_database, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
+from benchmarks.common import dagster_instance, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 FIRST_DAY = dt.date(2025, 1, 1)
@@ -121,19 +119,10 @@ def main() -> int:
     runs = {"one day": ("--partition", days[len(days) // 2]), "range": ("--partition-range", f"{days[0]}...{days[-1]}")}
 
     print(f"{machine()}; {load_average()}", flush=True)
-    with fresh_database("idem_bench_overhead") as dsn, tempfile.TemporaryDirectory() as tmp:
-        from idem_platform.services import DAGSTER_YAML
-
-        home = Path(tmp) / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
-        env = {**os.environ, "IDEM_PG_DSN": dsn, "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore",
-               "IDEM_BENCH_ROWS_PER_DAY": str(args.rows_per_day), "IDEM_STATE_DIR": str(Path(tmp) / "state")}
+    with dagster_instance("idem_bench_overhead", IDEM_BENCH_ROWS_PER_DAY=str(args.rows_per_day)) as (dsn, env, _):
+        env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
         if args.event_batch_size:
             env["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
-        else:
-            env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
-        subprocess.run([DAGSTER, "instance", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
         for side in SIDES:  # first runs create the tables and the ledger; every timed run then rewrites the days
             materialize(env, side, *runs["range"])
 

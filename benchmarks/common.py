@@ -11,10 +11,13 @@ import contextlib
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -166,6 +169,23 @@ def fresh_database(prefix: str = "idem_bench") -> Iterator[str]:
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def dagster_instance(prefix: str, **env: str) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """(database URL, environment, scratch directory) for command-line runs: a fresh database holding a migrated
+    Dagster instance written by the platform (`services.DAGSTER_YAML`), in a temporary DAGSTER_HOME."""
+    from idem_platform.services import DAGSTER_YAML
+
+    with fresh_database(prefix) as dsn, tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        environment = {**os.environ, "IDEM_PG_DSN": dsn, "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore",
+                       "IDEM_STATE_DIR": str(Path(tmp) / "state"), **env}
+        dagster = str(Path(sys.executable).with_name("dagster"))
+        subprocess.run([dagster, "instance", "migrate"], env=environment, check=True, capture_output=True)
+        yield dsn, environment, Path(tmp)
 
 
 def plain_columns_sql(decl: TableDeclaration) -> sql.Composable:
