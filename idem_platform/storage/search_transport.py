@@ -9,7 +9,7 @@ import re
 from elastic_transport import Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
-from .search_client import UnsupportedSearchCluster, refusal_message
+from .search_support import UnsupportedSearchCluster, refusal_message
 
 _COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*;\s*compatible-with=\d+", re.I)
 _MEDIA_HEADERS = ("accept", "content-type")
