@@ -1,0 +1,42 @@
+"""dlt 1.31 (`dlt[postgres]`): projects/dlt/dlt_pipeline.py, merge (delete-insert) with merge_key = the day.
+
+Reads the per-day Parquet files itself (no source table). Its pipeline working dir is under the state dir,
+shared by concurrent runs as it would be on one machine.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from benchmarks.peers.base import Tool
+
+PINS = {"dlt": "1.31."}
+
+
+class DltTool(Tool):
+    def __init__(self, ctx):
+        super().__init__(ctx, name="dlt", table="peer_dlt.flights", in_database=False)
+
+    def install(self) -> None:
+        self.pip_install(["dlt[postgres]==1.31.*", "pyarrow"], PINS)
+
+    def version(self) -> str:
+        have = self.installed_versions(["dlt", "psycopg2-binary", "pyarrow"])
+        return ", ".join(f"{k} {v}" for k, v in have.items())
+
+    def prepare(self) -> None:
+        self.project = self.copy_project("dlt")
+
+    def dsn(self) -> str:
+        """dlt requires a password in its credentials; with trust auth any one does."""
+        parts = urlsplit(self.ctx.dsn)
+        if parts.password:
+            return self.ctx.dsn
+        netloc = f"{parts.username or 'postgres'}:unused@{parts.hostname}:{parts.port or 5432}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def command(self, first, last, kind, slot=0):
+        argv = [self.venv_bin("python"), str(self.project / "dlt_pipeline.py"), "--start", first, "--end", last]
+        env = {"PEERS_DLT_DSN": self.dsn(), "PEERS_DLT_PIPELINES_DIR": str(self.project / "pipelines"),
+               "PEERS_SOURCE_DIR": str(self.ctx.source)}
+        return argv, env, self.project
