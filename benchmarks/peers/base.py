@@ -53,6 +53,7 @@ class Outcome:
     code: int
     seconds: float
     log: Path
+    started_wall: float = 0.0  # time.time() at the start
 
     def tail(self, chars: int = 1500) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -65,6 +66,7 @@ class Running:
     started: float
     log: Path
     out: object = None
+    started_wall: float = field(default_factory=time.time)
 
     def wait(self, timeout: float = 1800) -> Outcome:
         try:
@@ -75,7 +77,7 @@ class Running:
         elapsed = time.perf_counter() - self.started
         if self.out:
             self.out.close()
-        return Outcome(code, elapsed, self.log)
+        return Outcome(code, elapsed, self.log, self.started_wall)
 
     def kill(self) -> None:
         try:
