@@ -61,7 +61,7 @@ def breakdown(outcome) -> str:
     stamps: dict[str, float] = {}
     steps: dict[str, float] = {}
     for line in outcome.log.read_text(errors="replace").splitlines():
-        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \+0000 - dagster - \w+ - .*? - (\w+) - ", line)
+        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \+0000 - dagster - \w+ - .*? - ([A-Z][A-Z_]{2,}) - ", line)
         if not match:
             continue
         when = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
@@ -78,7 +78,7 @@ def breakdown(outcome) -> str:
         if "ASSET_MATERIALIZATION" in stamps and "STEP_START" in stamps:
             compute = stamps["ASSET_MATERIALIZATION"] - stamps["STEP_START"]
             parts.append(f"asset step {steps['flights']:.1f} s (read + coerce + fingerprint + audit + write + "
-                         f"ledger ~{compute:.0f} s, then Dagster's materialization events ~{steps['flights'] - compute:.0f} s)")
+                         f"ledger ~{compute:.0f} s, then the per-day materialization events ~{steps["flights"] - compute:.0f} s)")
         else:
             parts.append(f"asset step {steps['flights']:.1f} s")
     checks = sum(v for k, v in steps.items() if k != "flights")

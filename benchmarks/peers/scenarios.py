@@ -10,6 +10,7 @@ shown apart ("+ x s load").
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -90,8 +91,10 @@ class Scenarios:
         return verdict.correct, verdict.text(label)
 
     def failed(self, tool: Tool, outcome) -> str:
-        last = [line for line in outcome.tail(3000).splitlines() if line.strip()]
-        reason = next((line for line in reversed(last) if "rror" in line), last[-1] if last else "")
+        last = [line for line in outcome.tail(6000).splitlines() if line.strip() and "[WARNING]" not in line]
+        final = re.compile(r"^\s*(([\w.]+(Error|Exception|Failed))|Error|ERROR)\b:?")
+        reason = next((line for line in reversed(last) if final.match(line)),
+                      next((line for line in reversed(last) if "rror" in line), last[-1] if last else ""))
         return f"exit {outcome.code}: {reason.strip()[:160]}"
 
     def run_timed(self, scenario: str, tool: Tool, first: str, last: str, kind: str, load: float,
@@ -226,6 +229,20 @@ class Scenarios:
             if len(ids) == 0:
                 tool.run(BIG_DAY, BIG_DAY, "new")
 
+    def clean_big_day(self, tool: Tool) -> None:
+        """A wrong 1M-row day (left by the concurrent first loads) is deleted by hand and loaded once, untimed,
+        so that the overwrite and kill -9 rows measure the tool on a clean day; the table notes it."""
+        ok, text = self.verdict(tool, [BIG_DAY])
+        if ok:
+            return
+        with psycopg.connect(self.ctx.dsn) as conn:
+            conn.execute(f"DELETE FROM {tool.table} WHERE flight_day = %s", (BIG_DAY,))
+        outcome = tool.run(BIG_DAY, BIG_DAY, "day")
+        _, after = self.verdict(tool, [BIG_DAY])
+        note = self.results.notes.get("overwrite", "")
+        self.results.notes["overwrite"] = (note + f"; {tool.name}: its 1M-row day was {text} before this row, so it "
+                                           f"was deleted by hand and loaded once (exit {outcome.code}, untimed): {after}")
+
     def _exists(self, tool: Tool) -> bool:
         with psycopg.connect(self.ctx.dsn) as conn:
             return conn.execute("SELECT to_regclass(%s)", (tool.table,)).fetchone()[0] is not None
@@ -238,6 +255,7 @@ class Scenarios:
 
         def one(tool):
             self.ensure_big_day(tool)
+            self.clean_big_day(tool)
             cell = self.run_timed("overwrite", tool, BIG_DAY, BIG_DAY, "day", load, [BIG_DAY])
             if cell.seconds:
                 self.overwrite_seconds[tool.name] = cell.seconds
@@ -264,7 +282,8 @@ class Scenarios:
             while running.proc.poll() is None:
                 now = time.perf_counter()
                 rows = watch.execute(
-                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 70) FROM pg_stat_activity "
+                    "SELECT left(regexp_replace(regexp_replace(query, '^\\s*/\\*.*?\\*/\\s*', ''), '\\s+', ' ', 'g'), 70) "
+                    "FROM pg_stat_activity "
                     "WHERE datname = current_database() AND state = 'active' AND pid NOT IN (pg_backend_pid(), %s) "
                     "AND query ~* %s AND query ~* '\\m(insert|copy|merge|delete|update|create|alter|drop)\\M' "
                     "AND query !~* 'event_logs|run_tags|\\mruns\\M'",
