@@ -98,6 +98,14 @@ class Tool:
     _invocations: int = field(default=0, repr=False)
 
     # --- to fill
+    def startup_command(self) -> list[str]:
+        """The tool's bare start-up (its CLI printing its version): the floor under every run's time."""
+        return []
+
+    def recover(self) -> str:
+        """What a user does after failed runs so that later runs work again (documented by the tool); what was done."""
+        return ""
+
     def install(self) -> None: ...
     def version(self) -> str: return "?"
     def prepare(self) -> None: ...

@@ -29,6 +29,9 @@ class DbtTool(Tool):
     def prepare(self) -> None:
         self.project = self.copy_project("dbt")
 
+    def startup_command(self) -> list[str]:
+        return [self.venv_bin("dbt"), "--version"]
+
     def command(self, first, last, kind, slot=0):
         end = (dt.date.fromisoformat(last) + dt.timedelta(days=1)).isoformat()
         argv = [self.venv_bin("dbt"), "run", "--select", "flights", "--event-time-start", first,

@@ -35,6 +35,18 @@ class DltTool(Tool):
         netloc = f"{parts.username or 'postgres'}:unused@{parts.hostname}:{parts.port or 5432}"
         return urlunsplit(parts._replace(netloc=netloc))
 
+    def recover(self) -> str:
+        """Failed concurrent runs leave pending load packages that every later run retries first (and fails on,
+        ignoring its new data): abort them as dlt's message says."""
+        import subprocess
+
+        done = subprocess.run([self.venv_bin("dlt"), "-y", "pipeline", "--pipelines-dir", str(self.project / "pipelines"),
+                               "peers_flights", "abort-packages"], capture_output=True, text=True, cwd=self.project)
+        return f"then `dlt pipeline peers_flights abort-packages` (exit {done.returncode})"
+
+    def startup_command(self) -> list[str]:
+        return [self.venv_bin("python"), "-c", "import dlt"]
+
     def command(self, first, last, kind, slot=0):
         argv = [self.venv_bin("python"), str(self.project / "dlt_pipeline.py"), "--start", first, "--end", last]
         env = {"PEERS_DLT_DSN": self.dsn(), "PEERS_DLT_PIPELINES_DIR": str(self.project / "pipelines"),

@@ -46,6 +46,9 @@ class PlatformTool(Tool):
         subprocess.run([python_bin("dagster"), "instance", "migrate"], env={**os.environ, **self.env()}, cwd=ROOT,
                        check=True, capture_output=True)
 
+    def startup_command(self) -> list[str]:
+        return [python_bin("dagster"), "--version"]
+
     def command(self, first, last, kind, slot=0):
         partitions = ["--partition", first] if first == last else ["--partition-range", f"{first}...{last}"]
         argv = [python_bin("dagster"), "asset", "materialize", "-m", "benchmarks.peers.platform_defs",
@@ -54,7 +57,8 @@ class PlatformTool(Tool):
 
 
 def breakdown(outcome) -> str:
-    """Where a `dagster asset materialize` run's wall time went, from its own log (second resolution)."""
+    """Where a `dagster asset materialize` run's wall time went, from its own log (whole seconds: the split of
+    the asset step is shown for steps of 3 s or more only)."""
     import datetime as dt
     import re
 
@@ -73,9 +77,9 @@ def breakdown(outcome) -> str:
             steps[step.group(1)] = float(step.group(2)) / (1000 if step.group(3) == "ms" else 1)
     if "RUN_START" not in stamps:
         return ""
-    parts = [f"start-up to RUN_START {stamps['RUN_START'] - outcome.started_wall:.0f} s"]
+    parts = [f"start-up to RUN_START ~{stamps['RUN_START'] - outcome.started_wall:.0f} s"]
     if "flights" in steps:
-        if "ASSET_MATERIALIZATION" in stamps and "STEP_START" in stamps:
+        if "ASSET_MATERIALIZATION" in stamps and "STEP_START" in stamps and steps["flights"] >= 3:
             compute = stamps["ASSET_MATERIALIZATION"] - stamps["STEP_START"]
             parts.append(f"asset step {steps['flights']:.1f} s (read + coerce + fingerprint + audit + write + "
                          f"ledger ~{compute:.0f} s, then the per-day materialization events ~{steps['flights'] - compute:.0f} s)")
@@ -85,5 +89,5 @@ def breakdown(outcome) -> str:
     if checks:
         parts.append(f"generated checks {checks:.1f} s")
     if "RUN_SUCCESS" in stamps:
-        parts.append(f"after RUN_SUCCESS to exit {outcome.started_wall + outcome.seconds - stamps['RUN_SUCCESS']:.0f} s")
+        parts.append(f"after RUN_SUCCESS to exit ~{outcome.started_wall + outcome.seconds - stamps['RUN_SUCCESS']:.0f} s")
     return "; ".join(parts)

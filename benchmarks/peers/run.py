@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -144,10 +146,24 @@ def main() -> int:
         source_table.create(dsn)
 
     results = Results()
+    startup = {}
+    for tool in tools:  # the floor under each run's time: the tool's CLI (or import) alone, median of 3
+        command = [] if tool.unavailable else tool.startup_command()
+        if command:
+            times = []
+            for _ in range(3):
+                began = time.perf_counter()
+                subprocess.run(command, capture_output=True, env={**os.environ, **tool.command(
+                    data.YEAR_FIRST, data.YEAR_FIRST, "day")[1]})
+                times.append(time.perf_counter() - began)
+            startup[tool.name] = f"{sorted(times)[1]:.1f} s (`{Path(command[0]).name} {' '.join(command[1:])}`)"
+    if startup:
+        log("start-up floor: " + "; ".join(f"{k} {v}" for k, v in startup.items()))
     header = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": "`make bench-peers` (python -m benchmarks.peers.run "
         f"--tools {','.join(names)})", "machine": machine(), "versions": "; ".join(f"{k}: {v}" for k, v in versions.items()),
         "PostgreSQL": psycopg.connect(dsn).execute("SHOW server_version").fetchone()[0],
+        "start-up floor (the CLI alone, median of 3)": "; ".join(f"{k} {v}" for k, v in startup.items()),
     }
 
     def write_latest() -> None:

@@ -95,7 +95,7 @@ class Scenarios:
         final = re.compile(r"^\s*(([\w.]+(Error|Exception|Failed))|Error|ERROR)\b:?")
         reason = next((line for line in reversed(last) if final.match(line)),
                       next((line for line in reversed(last) if "rror" in line), last[-1] if last else ""))
-        return f"exit {outcome.code}: {reason.strip()[:160]}"
+        return f"exit {outcome.code}: {reason.strip()[:110]}"
 
     def run_timed(self, scenario: str, tool: Tool, first: str, last: str, kind: str, load: float,
                   days: list[str], label: str = "stale rows") -> Cell:
@@ -203,7 +203,9 @@ class Scenarios:
             ok, text = self.verdict(tool, [day])
             good = ok and all(o.code == 0 for o in outcomes)
             failed = [o for o in outcomes if o.code != 0]
-            why = f"; failed run: {self.failed(tool, failed[0])}" if failed else ""
+            why = f"; {len(failed)} of 3 runs failed: {self.failed(tool, failed[0])}" if failed else ""
+            recovered = tool.recover() if failed else ""
+            why += f"; {recovered}" if recovered else ""
             cell = Cell(f"{text} (exit codes {codes}, slowest {max(o.seconds for o in outcomes):.1f} s{why})",
                         max(o.seconds for o in outcomes), correct=good)
             self.results.put(scenario, tool.name, cell)

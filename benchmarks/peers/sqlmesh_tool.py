@@ -30,6 +30,9 @@ class SqlmeshTool(Tool):
     def prepare(self) -> None:
         self.project = self.copy_project("sqlmesh")
 
+    def startup_command(self) -> list[str]:
+        return [self.venv_bin("sqlmesh"), "--version"]
+
     def command(self, first, last, kind, slot=0):
         sqlmesh = self.venv_bin("sqlmesh")
         if kind == "backfill":
