@@ -37,12 +37,20 @@ class DltTool(Tool):
 
     def recover(self) -> str:
         """Failed concurrent runs leave pending load packages that every later run retries first (and fails on,
-        ignoring its new data): abort them as dlt's message says."""
+        ignoring its new data): abort them as dlt's message says; when that fails too (the runs removed each
+        other's package files), delete the pipeline's working directory, which dlt restores from the destination."""
+        import shutil
         import subprocess
 
         done = subprocess.run([self.venv_bin("dlt"), "-y", "pipeline", "--pipelines-dir", str(self.project / "pipelines"),
                                "peers_flights", "abort-packages"], capture_output=True, text=True, cwd=self.project)
-        return f"then `dlt pipeline peers_flights abort-packages` (exit {done.returncode})"
+        output = (done.stdout + done.stderr).strip().splitlines()
+        error = next((line for line in output if "Errno" in line or "rror" in line), "")
+        if done.returncode == 0 and not error:
+            return "then `dlt pipeline peers_flights abort-packages`"
+        shutil.rmtree(self.project / "pipelines" / "peers_flights", ignore_errors=True)
+        return ("then `dlt pipeline peers_flights abort-packages` failed too"
+                f"{' (' + error.split(']')[0] + '])' if error else ''}, so the pipeline's working directory was deleted")
 
     def startup_command(self) -> list[str]:
         return [self.venv_bin("python"), "-c", "import dlt"]

@@ -103,7 +103,7 @@ class Scenarios:
         self.note_platform(scenario, tool, outcome)
         load = load if tool.in_database else 0.0
         if outcome.code != 0:
-            cell = Cell(f"FAILED ({self.failed(tool, outcome)})", outcome.seconds, load, False)
+            cell = Cell(f"FAILED after {outcome.seconds:.1f} s ({self.failed(tool, outcome)})", None, load, False)
         else:
             ok, text = self.verdict(tool, days, label)
             cell = Cell(f"{timed_text(outcome.seconds, load, tool.in_database)}, {text}", outcome.seconds, load, ok)
