@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test up dev worker reliability round-trips bench clean
+.PHONY: install run test up dev worker reliability round-trips bench bench-peers clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ round-trips: install
 # Side-by-side benchmarks: each prints baseline, platform, medians and the ratio with its target (docs/benchmarks.md).
 bench: install
 	$(BIN)/python -m benchmarks.run_all
+
+# The platform beside dlt, dbt-core (microbatch) and SQLMesh on the same public data, scenario by scenario
+# (docs/benchmarks.md, "Peers side by side"): each peer is pip-installed into its own venv under the state dir.
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers.run
 
 clean:
 	rm -rf .idem
