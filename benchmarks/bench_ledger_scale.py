@@ -52,7 +52,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    MIXED, fresh_database, interleaved, load_average, machine, mixed_frame, print_ratio, print_report, print_times,
+    MIXED, fresh_database, interleaved, load_average, machine, mixed_frame, print_ratio, print_report,
 )
 from idem_platform import cli  # noqa: E402
 from idem_platform.resources import META_SCHEMA, LakeResource, PostgresResource  # noqa: E402
@@ -74,6 +74,9 @@ WRITE_DAY = LAST_DAY.isoformat()
 WEEK = [(LAST_DAY - dt.timedelta(days=n)).isoformat() for n in range(6, -1, -1)]
 VERIFY_DAY = WEEK[-2]
 LOCATION_ASSETS = 10  # `idem ledger` without an asset: the code location's assets (the real ones + generated)
+# `idem ledger --limit`: as many newest rows as the small ledger holds for the location too (the real assets'
+# 60 recent days), so both sides list the same rows (the command's default, 1,000, is reached only by a longer history)
+LEDGER_LIMIT = 500
 DAY_ROWS = 1_000
 
 ORDERS, RAW_ORDERS, SERVICE_REQUESTS = "orders", "raw_orders", "service_requests"
@@ -202,7 +205,7 @@ def query_paths(side: Side) -> dict[str, Callable[[], object]]:
     return {
         "idem ledger ASSET --range": lambda: cli.ledger_rows(conn, [ORDERS], WEEK),
         "idem ledger --range": lambda: cli.ledger_rows(conn, names, WEEK),
-        "idem ledger": lambda: cli.ledger_rows(conn, names, None),
+        "idem ledger --limit": lambda: cli.ledger_rows(conn, names, None, LEDGER_LIMIT),
         "idem verify (lake)": lambda: published_entries(lake_sink, conn, side.raw_orders, [WRITE_DAY]),
         "idem verify (postgres)": lambda: published_entries(pg_sink, conn, side.orders, [VERIFY_DAY]),
         "late-data sensor query": lambda: ledger.latest_entries(conn, SERVICE_REQUESTS, late_data_days(), "postgres"),
@@ -248,6 +251,15 @@ def timed(fn: Callable[[], object], batch: int) -> Callable[[], float]:
             fn()
         return (time.perf_counter() - start) / batch
     return run
+
+
+def print_ms(times: dict[str, list[float]]) -> None:
+    """One line per path: repetitions, median, min, max, in milliseconds (the reads take fractions of one)."""
+    width = max(len(name) for name in times)
+    print(f"{'path':<{width}}  {'n':>2} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
+    for name, values in times.items():
+        print(f"{name:<{width}}  {len(values):>2} {statistics.median(values) * 1000:>10.3f} "
+              f"{min(values) * 1000:>9.3f} {max(values) * 1000:>9.3f}")
 
 
 def explain(side: Side) -> None:
@@ -321,7 +333,7 @@ def main() -> int:
     for rows, side in sides.items():
         print(f"  {rows:,}: {side.size}")
     print()
-    print_times(times)
+    print_ms(times)
     med = {name: statistics.median(values) for name, values in times.items()}
     print()
     worst = 0.0
