@@ -1,6 +1,6 @@
 """Ledger cost as work grows: every ledger read of the platform on a ledger of 10k rows vs one of 10M rows.
 
-    .venv/bin/python benchmarks/bench_ledger_scale.py [--rows 10000 10000000] [--repeat 15] [--explain]
+    .venv/bin/python benchmarks/bench_ledger_scale.py [--rows 10000 10000000] [--repeat 21] [--batch 50] [--explain]
 
 Every write adds ledger rows, forever; what the platform reads from the ledger must not grow with it. Two fresh
 databases each get a generated ledger, made by the server (`INSERT ... SELECT generate_series`) with the
@@ -293,8 +293,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, nargs=2, default=[10_000, 10_000_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--assets", type=int, default=1_000)
     parser.add_argument("--days", type=int, default=1_065)
-    parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=20, help="calls per timed query repetition")
+    parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--batch", type=int, default=50, help="calls per timed query repetition")
     parser.add_argument("--write-repeat", type=int, default=15)
     parser.add_argument("--explain", action="store_true", help="print the plans of the hot queries (large ledger)")
     args = parser.parse_args()

@@ -291,6 +291,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(3, f"{self.prog}: error: {message}\n")
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative: give a count of publishes, or 0 for all")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location_args(led)
     _add_partition_args(led)
     led.add_argument("--json", action="store_true")
-    led.add_argument("--limit", type=int, default=LEDGER_LIMIT, metavar="N",
+    led.add_argument("--limit", type=_count, default=LEDGER_LIMIT, metavar="N",
                      help=f"the last N publishes only (default {LEDGER_LIMIT}; 0: all of them)")
     led.set_defaults(func=cmd_ledger)
     sim = sub.add_parser("simulate-311", help="fill (or update) the 311 source system, deterministically")
