@@ -27,7 +27,9 @@ Measured in this process, interleaved repetition by repetition (each path, small
 - the late-data sensor's query (the last publish of 60 days of `service_requests`);
 - the `idem run` summary (the last publish of 7 days of 3 assets, and the run to report);
 - the generated checks' ledger reads: the last 7 published days (a checks run without partitions) and
-  `row_count_matches_upstream`'s upstream counts.
+  `row_count_matches_upstream`'s upstream counts;
+- the last 10 publishes of `orders` (`ledger.recent`: the `recent_publishes` metadata of every write, part of
+  the write above too).
 
 The query paths are timed on an open connection (no process start-up or connection set-up, which would hide the
 growth), each a batch of --batch calls. ratio = median with the large ledger / median with the small one
@@ -216,6 +218,8 @@ def query_paths(side: Side) -> dict[str, Callable[[], object]]:
         "checks: last published days": lambda: ledger.last_partitions(
             conn, ORDERS, pg_sink.name, pg_sink.store(side.orders), len(WEEK)),
         "checks: upstream row counts": lambda: published_entries(lake_sink, conn, side.raw_orders, WEEK),
+        "recent publishes (every write's metadata)": lambda: ledger.recent(
+            conn, ORDERS, pg_sink.name, pg_sink.store(side.orders), 10),
     }
 
 
