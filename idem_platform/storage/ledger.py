@@ -70,15 +70,17 @@ LEDGER_VERSION = "idem ledger v5"
 # deployments) never enters a read: `ledger_by_day` serves every read of some days of an asset (with or without
 # sink and store: the previous fingerprint of a write, `idem verify`, the late-data sensor, `idem ledger --range`,
 # the `idem run` summary, the checks' upstream counts) and the last published days (a backward scan);
-# `ledger_by_store` serves the last N publishes of an asset in one sink and store (`recent`, on every write: with
-# `ledger_by_asset` alone the planner, which takes asset, sink and store for independent, expects a store to be
-# rare and reads and sorts every row of the store instead, 2x slower at 3M rows); `ledger_by_asset` the last N
-# publishes of an asset in any (`idem ledger` without a range).
+# `ledger_by_asset` serves the last N publishes of an asset (`idem ledger` without a range; `recent`, on every
+# write, in one sink and store: a backward scan that skips the asset's other stores).
 LEDGER_INDEXES = {
     "ledger_by_day": ("asset", "partition", "sink", "store", "id"),
-    "ledger_by_store": ("asset", "sink", "store", "id"),
     "ledger_by_asset": ("asset", "id"),
 }
+# The planner takes asset, sink and store for independent columns unless told: then it expects a store (a
+# schema.table, a lake directory) to be rare, estimates (asset, sink, store) at one row, and picks plans that read
+# the store's whole history (the partition filtered from the heap, or every row of the store sorted by id). The
+# store determines asset and sink; these statistics say so (ANALYZE, i.e. autovacuum, fills them).
+LEDGER_STATISTICS = "ledger_store_determines_asset"
 
 def _version(conn: psycopg.Connection) -> int:
     """The ledger's schema version number (0: no ledger, or one from before versions were kept)."""
@@ -116,7 +118,7 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
 def _migrate(conn: psycopg.Connection) -> None:
     """Bring the ledger to LEDGER_VERSION in one transaction, under an advisory lock (one process migrates).
 
-    What it costs on a large existing ledger: v5 builds its three indexes (`LEDGER_INDEXES`) with a plain CREATE
+    What it costs on a large existing ledger: v5 builds its two indexes (`LEDGER_INDEXES`) with a plain CREATE
     INDEX, which holds a SHARE lock on the ledger while it reads the table: readers go on, writes of every asset
     wait until the COMMIT (about a minute per index for 10M rows, 2 GB, on 2 cores under load; seconds for
     100k rows). CREATE INDEX CONCURRENTLY would let writes go on, but it cannot run inside a transaction, and the
@@ -126,7 +128,6 @@ def _migrate(conn: psycopg.Connection) -> None:
     blocking anyone, under the same names:
 
         CREATE INDEX CONCURRENTLY IF NOT EXISTS ledger_by_day ON idem.ledger (asset, partition, sink, store, id);
-        CREATE INDEX CONCURRENTLY IF NOT EXISTS ledger_by_store ON idem.ledger (asset, sink, store, id);
         CREATE INDEX CONCURRENTLY IF NOT EXISTS ledger_by_asset ON idem.ledger (asset, id);
 
     then the migration finds them (IF NOT EXISTS) and only drops the v4 index, an ACCESS EXCLUSIVE lock held
@@ -168,6 +169,8 @@ def _migrate(conn: psycopg.Connection) -> None:
             cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
                 sql.Identifier(name), LEDGER, sql.SQL(", ").join(map(sql.Identifier, columns))))
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_store_partition")))
+        cur.execute(sql.SQL("CREATE STATISTICS IF NOT EXISTS {} (dependencies, ndistinct) ON asset, sink, store FROM {}").format(
+            sql.Identifier(META_SCHEMA, LEDGER_STATISTICS), LEDGER))
         cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(LEDGER, sql.Literal(LEDGER_VERSION)))
 
 
