@@ -44,7 +44,7 @@ round-trips: install
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 
-# The ledger's reads and a one-day write on a generated ledger of 10k vs 10M rows (about 5 minutes, 3.5 GB of
+# The ledger's reads and a one-day write on a generated ledger of 10k vs 10M rows (about 7 minutes, 3.7 GB of
 # disk while it runs; not in `make bench`'s 10-minute budget). `--rows 10000 1000000` scales it down.
 bench-ledger: install
 	$(BIN)/python benchmarks/bench_ledger_scale.py
