@@ -83,15 +83,15 @@ def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str,
 
 def _run_days(context: dg.AssetCheckExecutionContext, io_manager, target: AssetTarget) -> list[str]:
     """The run's days; a run without partitions (the UI's "Execute all" on the Checks tab) checks the asset's
-    days published in the last IDEM_RECHECK_DAYS days of the ledger, instead of failing."""
+    last IDEM_RECHECK_DAYS days published in its sink and store, instead of failing."""
     op_context = context.op_execution_context
     if op_context.has_partition_key or op_context.has_partition_key_range:
         return list(context.partition_keys)
+    sink = io_manager.sink()
     with io_manager.postgres.connect() as conn:
         if not ledger.ledger_exists(conn):
             return []
-        published = sorted({e.partition for e in ledger.history(conn, asset=target.asset)})
-    return published[-settings.current().recheck_days:]
+        return ledger.last_partitions(conn, target.asset, sink.name, sink.store(target), settings.current().recheck_days)
 
 
 PROVEN_BY_WRITE = "this run's publish (audited, rows counted before COMMIT)"
@@ -123,8 +123,11 @@ def sink_enforces_key(io_key: str, resources: Mapping[str, object] | None) -> bo
 
 
 def partition_checks(
-    assets_def: dg.AssetsDefinition, resources: Mapping[str, object] | None = None
+    assets_def: dg.AssetsDefinition, resources: Mapping[str, object] | None = None,
+    upstream_def: dg.AssetsDefinition | None = None,
 ) -> list[dg.AssetChecksDefinition]:
+    """The checks of one asset; `upstream_def` is its `same_rows_as` upstream (its counts are read from the
+    ledger in the upstream's own sink and store, as its IO manager publishes it)."""
     key = assets_def.key
     io_key = assets_def.get_io_manager_key_for_asset_key(key)
     target = _target(assets_def)
@@ -185,10 +188,12 @@ def partition_checks(
     checks = [fingerprint_matches_ledger] if sink_enforces_key(io_key, resources) else [unique_key, fingerprint_matches_ledger]
     upstream = assets_def.specs_by_key[key].metadata.get(SAME_ROWS_METADATA)
     if upstream:
+        upstream_io_key = upstream_def.get_io_manager_key_for_asset_key(upstream_def.key) if upstream_def else None
+        upstream_target = _target(upstream_def) if upstream_def else None
 
         @dg.asset_check(
             asset=key, name="row_count_matches_upstream", partitions_def=assets_def.partitions_def,
-            required_resource_keys={io_key},
+            required_resource_keys={io_key, *([upstream_io_key] if upstream_io_key else [])},
             description=f"Each day has as many rows as the published day of {upstream}.",
         )
         def row_count_matches_upstream(context: dg.AssetCheckExecutionContext):
@@ -197,8 +202,12 @@ def partition_checks(
             if not days:
                 return _nothing_to_check(context)
             now, _, _ = _held_now(context, io_manager, target, days)
-            with io_manager.postgres.connect() as conn:
-                upstream_rows = {e.partition: e.row_count for e in ledger.history(conn, asset=upstream, days=days)}
+            if upstream_target is not None:  # the upstream's day as its own sink and store published it
+                published = published_records(getattr(context.resources, upstream_io_key), upstream_target, days)
+            else:  # an upstream outside these assets: its last publish of the day, in whichever sink and store
+                with io_manager.postgres.connect() as conn:
+                    published = ledger.latest_entries(conn, upstream, days)
+            upstream_rows = {day: e.row_count for day, e in published.items()}
             per_day = {
                 day: (now[day].rows == upstream_rows.get(day, 0), {"rows": now[day].rows, upstream: upstream_rows.get(day, 0)})
                 for day in days
@@ -223,11 +232,13 @@ def checks_for(
     """Checks for every asset declared with `@idem_asset` (those with a declared key). `resources` (the code
     location's) say which sink each asset's IO manager key is bound to; without them the platform's default
     keys are assumed (`warehouse_io`, `search_io` enforce the key, any other key gets `unique_key`)."""
+    declared = [a for a in assets if isinstance(a, dg.AssetsDefinition) and KEY_METADATA in a.specs_by_key[a.key].metadata]
+    by_name = {a.key.to_user_string(): a for a in declared}
     with quiet_dagster_warnings():
         return [
             check
-            for assets_def in assets
-            if isinstance(assets_def, dg.AssetsDefinition)
-            and KEY_METADATA in assets_def.specs_by_key[assets_def.key].metadata
-            for check in partition_checks(assets_def, resources)
+            for assets_def in declared
+            for check in partition_checks(
+                assets_def, resources, by_name.get(assets_def.specs_by_key[assets_def.key].metadata.get(SAME_ROWS_METADATA))
+            )
         ]

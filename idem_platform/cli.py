@@ -9,8 +9,9 @@
                                   then print a per-partition summary (rows, fingerprint) from the ledger
     idem simulate-311 [--days 14 --seed 1 | --update DAY...]
                                   fill the 311 source system (source.service_requests), or update past days
-    idem ledger [ASSET] [-m MODULE | -f FILE] [--partition DAY | --range A...B] [--json]
-                                  the history of publishes of the code location's assets
+    idem ledger [ASSET] [-m MODULE | -f FILE] [--partition DAY | --range A...B] [--limit 1000] [--json]
+                                  the history of publishes of the code location's assets (the last
+                                  --limit of them; 0: all)
     idem verify ASSET [-m MODULE | -f FILE] (--partition DAY | --range A...B) [--json]
                                   recompute without publishing and compare with the ledger and the sink:
                                   exit 0 identical, 1 differs (a rerun would change rows), 2 drifted (the sink
@@ -47,6 +48,7 @@ from .storage import ledger
 from .verification import idem_asset_keys
 
 MAIN_ASSETS = ("raw_people", "people", "people_search")  # the example's main job
+LEDGER_LIMIT = 1000  # `idem ledger` lists the last this many publishes unless told otherwise (--limit)
 
 
 def _print_services(services: Services) -> None:
@@ -89,15 +91,22 @@ def _location(args: argparse.Namespace) -> Location:
     return load_location(getattr(args, "module", None), getattr(args, "file", None))
 
 
-def _summary_rows(postgres: PostgresResource, assets: Sequence[str], days: Sequence[str]) -> list[ledger.LedgerEntry]:
-    with postgres.connect() as conn:
-        entries = ledger.history(conn, days=days)
-    latest: dict[tuple[str, str, str], ledger.LedgerEntry] = {}
-    for entry in entries:
-        if entry.asset in assets:
-            latest[(entry.partition, entry.asset, entry.sink)] = entry
+def summary_rows(
+    conn, assets: Sequence[str], days: Sequence[str]
+) -> tuple[list[ledger.LedgerEntry], str | None]:
+    """The last publish of each (day, asset, sink) of `assets` and `days`, by day and the assets' order, and the
+    run that wrote the newest of them (the run to report). One query, on these assets' days only."""
     order = {asset: i for i, asset in enumerate(assets)}
-    return sorted(latest.values(), key=lambda e: (e.partition, order[e.asset], e.sink))
+    rows = ledger.latest_by_asset(conn, assets, days)
+    newest = max(rows, key=lambda e: e.id, default=None)
+    return sorted(rows, key=lambda e: (e.partition, order[e.asset], e.sink)), newest.run_id if newest else None
+
+
+def ledger_rows(
+    conn, assets: Sequence[str], days: Sequence[str] | None, limit: int | None = None
+) -> list[ledger.LedgerEntry]:
+    """What `idem ledger` lists: the publishes of `assets` (of `days`), oldest first; the newest `limit` only."""
+    return ledger.publishes(conn, assets, days, limit) if ledger.ledger_exists(conn) else []
 
 
 def print_summary(rows: Sequence[ledger.LedgerEntry], run_id: str | None = None) -> None:
@@ -139,10 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(output[-8000:])
         print(f"\nmaterialization failed (exit {code}); the log above names the asset and partition")
         return code
-    postgres = PostgresResource(dsn=services.pg_dsn)
-    with postgres.connect() as conn:
-        run_ids = [e.run_id for e in ledger.history(conn, days=days)]
-    print_summary(_summary_rows(postgres, selection.split(","), days), run_ids[-1] if run_ids else None)
+    with PostgresResource(dsn=services.pg_dsn).connect() as conn:
+        rows, last_run = summary_rows(conn, selection.split(","), days)
+    print_summary(rows, last_run)
     print("\nOpen the UI (webserver + daemon) on the same instance:")
     print("  make dev        # then http://127.0.0.1:3000")
     return 0
@@ -198,13 +206,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     keys = [k.to_user_string() for k in idem_asset_keys(location.defs)]
     if args.asset and args.asset not in keys:
         raise LocationError(f"no idem asset {args.asset!r} in {location.name} (its assets: {', '.join(keys) or 'none'})")
-    assets = [args.asset] if args.asset else keys
-    names = set(assets)  # the ledger keys assets by their key as Dagster prints it (`sales/orders`)
-    postgres = PostgresResource()
+    assets = [args.asset] if args.asset else keys  # the ledger's key: the asset key as Dagster prints it
     days = _days_arg(args, location, args.asset)
-    with postgres.connect() as conn:
-        rows = ledger.history(conn, days=days) if ledger.ledger_exists(conn) else []
-    rows = [e for e in rows if e.asset in names]
+    limit = args.limit or None
+    with PostgresResource().connect() as conn:
+        rows = ledger_rows(conn, assets, days, limit)
+    if limit is not None and len(rows) == limit:
+        print(f"idem ledger: the last {limit} publishes; --limit 0 lists all, --partition/--range narrows",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([{**e.__dict__, "changed": e.changed, "published_at": e.published_at.isoformat()} for e in rows], indent=2))
         return 0
@@ -282,6 +291,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(3, f"{self.prog}: error: {message}\n")
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative: give a count of publishes, or 0 for all")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="idem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -302,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location_args(led)
     _add_partition_args(led)
     led.add_argument("--json", action="store_true")
+    led.add_argument("--limit", type=_count, default=LEDGER_LIMIT, metavar="N",
+                     help=f"the last N publishes only (default {LEDGER_LIMIT}; 0: all of them)")
     led.set_defaults(func=cmd_ledger)
     sim = sub.add_parser("simulate-311", help="fill (or update) the 311 source system, deterministically")
     sim.add_argument("--days", type=int, default=14, help="the last N complete days (default 14)")

@@ -64,7 +64,23 @@ class LedgerEntry:
 
 # The ledger's schema version, kept as the table's comment: reading it (pg_description) locks nothing, so a
 # write of any asset checks it without touching the table's locks. Bump it with every migration step below.
-LEDGER_VERSION = "idem ledger v4"
+LEDGER_VERSION = "idem ledger v5"
+
+# Every read of the ledger names the asset first, so the growth of the ledger (other assets, other days, other
+# deployments) never enters a read: `ledger_by_day` serves every read of some days of an asset (with or without
+# sink and store: the previous fingerprint of a write, `idem verify`, the late-data sensor, `idem ledger --range`,
+# the `idem run` summary, the checks' upstream counts) and the last published days (a backward scan);
+# `ledger_by_asset` serves the last N publishes of an asset (`idem ledger` without a range; `recent`, on every
+# write, in one sink and store: a backward scan that skips the asset's other stores).
+LEDGER_INDEXES = {
+    "ledger_by_day": ("asset", "partition", "sink", "store", "id"),
+    "ledger_by_asset": ("asset", "id"),
+}
+# The planner takes asset, sink and store for independent columns unless told: then it expects a store (a
+# schema.table, a lake directory) to be rare, estimates (asset, sink, store) at one row, and picks plans that read
+# the store's whole history (the partition filtered from the heap, or every row of the store sorted by id). The
+# store determines asset and sink; these statistics say so (ANALYZE, i.e. autovacuum, fills them).
+LEDGER_STATISTICS = "ledger_store_determines_asset"
 
 def _version(conn: psycopg.Connection) -> int:
     """The ledger's schema version number (0: no ledger, or one from before versions were kept)."""
@@ -100,6 +116,24 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
 
 
 def _migrate(conn: psycopg.Connection) -> None:
+    """Bring the ledger to LEDGER_VERSION in one transaction, under an advisory lock (one process migrates).
+
+    What it costs on a large existing ledger: v5 builds its two indexes (`LEDGER_INDEXES`) with a plain CREATE
+    INDEX, which holds a SHARE lock on the ledger while it reads the table: readers go on, writes of every asset
+    wait until the COMMIT (about a minute per index for 10M rows, 2 GB, on 2 cores under load; seconds for
+    100k rows). CREATE INDEX CONCURRENTLY would let writes go on, but it cannot run inside a transaction, and the
+    migration must be one: the version comment is set in the same COMMIT as the indexes, so no process ever sees
+    v5 without them, and a migration that fails leaves v4 whole. So the build is done in place, once, on the first
+    write after the upgrade. To avoid that pause on a very large ledger, build the indexes beforehand, without
+    blocking anyone, under the same names:
+
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS ledger_by_day ON idem.ledger (asset, partition, sink, store, id);
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS ledger_by_asset ON idem.ledger (asset, id);
+
+    then the migration finds them (IF NOT EXISTS) and only drops the v4 index, an ACCESS EXCLUSIVE lock held
+    for milliseconds (as the ALTER TABLE steps above take; each step is a no-op on a ledger that has it), and
+    ANALYZEs the ledger for its new statistics (a sample of 30,000 rows: a second or two, blocking nobody).
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('idem:ddl:ledger', 0))")
         if _version(conn) >= _ours():  # another process migrated it while this one waited
@@ -130,11 +164,16 @@ def _migrate(conn: psycopg.Connection) -> None:
         # v4: the fingerprint algorithm of each row (NULL: rows from before, made by fingerprint.PREVIOUS_ALGORITHM).
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS fingerprint_algo text").format(LEDGER))
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_partition")))
-        cur.execute(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS ledger_asset_store_partition ON {} (asset, sink, store, partition, id)"
-            ).format(LEDGER)
-        )
+        # v5: the indexes every read of the ledger is served by (LEDGER_INDEXES); v2-v4's
+        # (asset, sink, store, partition, id) is superseded by the first.
+        for name, columns in LEDGER_INDEXES.items():
+            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(name), LEDGER, sql.SQL(", ").join(map(sql.Identifier, columns))))
+        cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(META_SCHEMA, "ledger_asset_store_partition")))
+        cur.execute(sql.SQL("CREATE STATISTICS IF NOT EXISTS {} (dependencies, ndistinct) ON asset, sink, store FROM {}").format(
+            sql.Identifier(META_SCHEMA, LEDGER_STATISTICS), LEDGER))
+        # ... filled now: autovacuum analyzes a large ledger only after a tenth of it changed.
+        cur.execute(sql.SQL("ANALYZE {}").format(LEDGER))
         cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(LEDGER, sql.Literal(LEDGER_VERSION)))
 
 
@@ -160,18 +199,33 @@ _SELECTED = sql.SQL(
 ).format(sql.Literal(PREVIOUS_ALGORITHM))
 
 
+def _days_match(days: Sequence[str]) -> tuple[sql.Composable, list]:
+    """The condition on `partition` for `days`, and its parameters. Consecutive days (a range) are one range of
+    `ledger_by_day` per asset (`BETWEEN`, exact by the filter beside it, which no index serves) instead of one
+    descent of the index per day."""
+    days = sorted(set(days))
+    try:
+        consecutive = len(days) > 1 and (dt.date.fromisoformat(days[-1]) - dt.date.fromisoformat(days[0])).days == len(days) - 1
+    except ValueError:  # not ISO days
+        consecutive = False
+    if consecutive:
+        return sql.SQL("partition BETWEEN %s AND %s AND (partition || '') = ANY(%s)"), [days[0], days[-1], days]
+    return sql.SQL("partition = ANY(%s)"), [days]
+
+
 def latest_confirmed(
     conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str], store: str
 ) -> dict[str, LedgerEntry]:
     """The last confirmed row of each of `days` in that store (days never published are absent)."""
+    match, params = _days_match(days)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
                 """SELECT DISTINCT ON (partition) {} FROM {}
-                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s) AND confirmed
+                   WHERE asset = %s AND sink = %s AND store = %s AND {} AND confirmed
                    ORDER BY partition, id DESC"""
-            ).format(_SELECTED, LEDGER),
-            (asset, sink, store, list(days)),
+            ).format(_SELECTED, LEDGER, match),
+            (asset, sink, store, *params),
         )
         return {row["partition"]: LedgerEntry(**row) for row in cur.fetchall()}
 
@@ -220,16 +274,17 @@ def pending_intents(
     conn: psycopg.Connection, asset: str, sink: str, days: Sequence[str], store: str
 ) -> dict[str, list[LedgerEntry]]:
     """Per day, the unconfirmed intents newer than its last confirmed row, newest first."""
+    match, params = _days_match(days)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
                 """SELECT {} FROM {} l
-                   WHERE asset = %s AND sink = %s AND store = %s AND partition = ANY(%s) AND NOT confirmed
+                   WHERE asset = %s AND sink = %s AND store = %s AND {} AND NOT confirmed
                      AND id > COALESCE((SELECT max(id) FROM {} c WHERE c.asset = l.asset AND c.sink = l.sink
                                         AND c.store = l.store AND c.partition = l.partition AND c.confirmed), 0)
                    ORDER BY id DESC"""
-            ).format(_SELECTED, LEDGER, LEDGER),
-            (asset, sink, store, list(days)),
+            ).format(_SELECTED, LEDGER, match, LEDGER),
+            (asset, sink, store, *params),
         )
         pending: dict[str, list[LedgerEntry]] = {}
         for row in cur.fetchall():
@@ -275,14 +330,85 @@ def recent(conn: psycopg.Connection, asset: str, sink: str, store: str, limit: i
 def latest_entries(
     conn: psycopg.Connection, asset: str, days: Sequence[str], sink: str | None = None
 ) -> dict[str, LedgerEntry]:
-    """The last ledger row of each of `days` of `asset` (optionally in one sink); days never published are absent."""
+    """The last confirmed ledger row of each of `days` of `asset` (optionally in one sink), in any store; days
+    never published are absent. One query on `ledger_by_day`, whatever the ledger holds besides."""
     if not ledger_exists(conn):
         return {}
-    latest: dict[str, LedgerEntry] = {}
-    for entry in history(conn, asset=asset, days=days):
-        if sink is None or entry.sink == sink:
-            latest[entry.partition] = entry
-    return latest
+    sink_filter = sql.SQL("AND sink = %s") if sink is not None else sql.SQL("")
+    match, params = _days_match(days)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT DISTINCT ON (partition) {} FROM {}
+                   WHERE asset = %s AND {} {} AND confirmed
+                   ORDER BY partition, id DESC"""
+            ).format(_SELECTED, LEDGER, match, sink_filter),
+            (asset, *params, *([sink] if sink is not None else [])),
+        )
+        return {row["partition"]: LedgerEntry(**row) for row in cur.fetchall()}
+
+
+def latest_by_asset(conn: psycopg.Connection, assets: Sequence[str], days: Sequence[str]) -> list[LedgerEntry]:
+    """The last confirmed row of each (asset, day, sink) of `assets` and `days`, by asset, day and sink."""
+    match, params = _days_match(days)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT DISTINCT ON (asset, partition, sink) {} FROM {}
+                   WHERE asset = ANY(%s) AND {} AND confirmed
+                   ORDER BY asset, partition, sink, id DESC"""
+            ).format(_SELECTED, LEDGER, match),
+            (list(assets), *params),
+        )
+        return [LedgerEntry(**row) for row in cur.fetchall()]
+
+
+def publishes(
+    conn: psycopg.Connection, assets: Sequence[str], days: Sequence[str] | None = None, limit: int | None = None
+) -> list[LedgerEntry]:
+    """The confirmed rows of `assets` (of `days`, when given), oldest first; with `limit`, only the newest `limit`.
+
+    Only these assets' rows are read: by day (`ledger_by_day`), or, without days, the newest `limit` of them
+    (`ledger_by_asset`, see below). Without days or a limit, it is every publish of these assets: as long as
+    their history."""
+    if not assets:
+        return []
+    params: list = [list(assets)]
+    if days is not None:
+        match, matched = _days_match(days)
+        query = sql.SQL("SELECT {} FROM {} WHERE asset = ANY(%s) AND {} AND confirmed").format(_SELECTED, LEDGER, match)
+        params += matched
+    elif limit is not None:
+        # The newest `limit` of each asset (a backward scan of `ledger_by_asset` that stops there), merged by id:
+        # at most `limit` rows per asset are read, however long their histories.
+        params = [value for asset in assets for value in (asset, limit)]
+        query = sql.SQL("SELECT * FROM ({}) merged").format(sql.SQL(" UNION ALL ").join(
+            sql.SQL("(SELECT {} FROM {} WHERE asset = %s AND confirmed ORDER BY id DESC LIMIT %s)").format(
+                _SELECTED, LEDGER)
+            for _ in assets
+        ))
+    else:
+        query = sql.SQL("SELECT {} FROM {} WHERE asset = ANY(%s) AND confirmed").format(_SELECTED, LEDGER)
+    if limit is not None:
+        query = sql.SQL("SELECT * FROM ({} ORDER BY id DESC LIMIT %s) newest").format(query)
+        params.append(limit)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL("{} ORDER BY id").format(query), params)
+        return [LedgerEntry(**row) for row in cur.fetchall()]
+
+
+def last_partitions(conn: psycopg.Connection, asset: str, sink: str, store: str, n: int) -> list[str]:
+    """The last `n` days of `asset` published in that sink and store, oldest first (a short backward scan of
+    `ledger_by_day`: it stops at the n-th day, whatever the asset's history)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT DISTINCT partition FROM {} WHERE asset = %s AND sink = %s AND store = %s AND confirmed
+                   ORDER BY partition DESC LIMIT %s"""
+            ).format(LEDGER),
+            (asset, sink, store, n),
+        )
+        return sorted(day for (day,) in cur.fetchall())
 
 
 def ledger_exists(conn: psycopg.Connection) -> bool:

@@ -33,7 +33,7 @@ from idem_platform.declare import idem_asset
 from idem_platform.partitions import InvalidPartitionKey
 from idem_platform.resources import PostgresResource
 from idem_platform.services import DAGSTER_YAML, dagster_cli
-from idem_platform.storage import lake_store
+from idem_platform.storage import lake_store, ledger
 from idem_platform.storage.audit import AuditRules
 from idem_platform.storage.fingerprint import fingerprint
 from idem_platform.storage.search_layout import VERSION_FIELD
@@ -129,7 +129,7 @@ def test_hostile_names_and_values_in_the_postgres_sink(security_dsn, make_store,
         assert victims_intact(security_dsn, spec.schema)
         created = relations(security_dsn) - before
         ledger_relations = {"idem.ledger (r)", "idem.ledger_pkey (i)", "idem.ledger_id_seq (S)",
-                            "idem.ledger_asset_store_partition (i)"}
+                            *(f"idem.{name} (i)" for name in ledger.LEDGER_INDEXES)}
         day_table = f"{spec.schema}.{HOSTILE_ASSET}$p{DAY.replace('-', '')}"
         assert created == {
             f"{spec.schema}.{HOSTILE_ASSET} (p)", f"{spec.schema}.{HOSTILE_ASSET}$pkey (I)",  # partitioned by day
