@@ -11,8 +11,10 @@
   + pyarrow CSV COPY into a plain keyed table, one transaction; single-run backfill policy and the in-process
   executor, as the platform's).
 - Both on one migrated dagster-postgres instance written by the platform (`services.DAGSTER_YAML`, its pooled
-  event log included), one fresh database; the same environment; interleaved, wall clock of the whole command,
-  medians. `--event-batch-size` sets Dagster's `DAGSTER_EVENT_BATCH_SIZE` for both (Dagster's default: unset).
+  event log included), one fresh database; the same environment, including Dagster's event batching
+  (`DAGSTER_EVENT_BATCH_SIZE`), which the platform turns on for its code locations (`IDEM_EVENT_BATCH_SIZE`,
+  1000) and so the bare side gets too (`--event-batch-size 0`: both one event at a time, Dagster's default);
+  interleaved, wall clock of the whole command, medians.
 - Every repetition rewrites the same days with the same rows (an identical rerun, the common case of a retry).
 
 Where the time goes, per side (medians, from the run's own event log, plus the imports measured apart):
@@ -113,16 +115,21 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--rows-per-day", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--event-batch-size", type=int, default=0)
+    parser.add_argument("--event-batch-size", type=int, default=None,
+                        help="DAGSTER_EVENT_BATCH_SIZE for both sides (default: what the platform sets, "
+                             "IDEM_EVENT_BATCH_SIZE; 0: Dagster's default, one event at a time)")
     args = parser.parse_args()
     days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]
     runs = {"one day": ("--partition", days[len(days) // 2]), "range": ("--partition-range", f"{days[0]}...{days[-1]}")}
 
+    from idem_platform import settings
+
+    batch = args.event_batch_size if args.event_batch_size is not None else settings.current().event_batch_size
     print(f"{machine()}; {load_average()}", flush=True)
     with dagster_instance("idem_bench_overhead", IDEM_BENCH_ROWS_PER_DAY=str(args.rows_per_day)) as (dsn, env, _):
-        env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
-        if args.event_batch_size:
-            env["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
+        # The platform turns Dagster's event batching on for its code locations; the bare side gets it too.
+        env["DAGSTER_EVENT_BATCH_SIZE"] = str(batch)
+        env["IDEM_EVENT_BATCH_SIZE"] = str(batch)
         for side in SIDES:  # first runs create the tables and the ledger; every timed run then rewrites the days
             materialize(env, side, *runs["range"])
 
@@ -143,7 +150,7 @@ def main() -> int:
                 assert count == args.days * args.rows_per_day, (table, count)
 
     print(f"\nRuns of {args.rows_per_day:,} rows per day; {args.repeat} repetitions, interleaved; "
-          f"DAGSTER_EVENT_BATCH_SIZE={args.event_batch_size or 'unset'}; {load_average()}\n")
+          f"DAGSTER_EVENT_BATCH_SIZE={batch or 'unset (0)'} on both sides; {load_average()}\n")
     print_times({f"{run}, {side}": values for (run, side), values in wall.items()})
     print("\nwhere the time goes (medians, s; start-up = process start to the first step, from the run's event log; "
           "events: how many the run stored):")

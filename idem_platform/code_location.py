@@ -15,6 +15,7 @@ returns a `dg.Definitions` with:
   jobs and schedules;
 - the in-process executor (a day partition is small and a subprocess per step costs seconds; pass
   `executor=` to scale out, e.g. dagster-celery's);
+- Dagster's event batching for range runs (`IDEM_EVENT_BATCH_SIZE`, `settings.apply_dagster_defaults`);
 - everything else you pass (schedules, sensors, ...) as it is.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import dagster as dg
 
+from . import settings
 from .checks import checks_for
 from .rechecks import recheck_jobs_and_schedules
 from .resources import LakeResource, PostgresResource
@@ -63,6 +65,7 @@ def idem_definitions(
     **definitions_kwargs,
 ) -> dg.Definitions:
     """A `dg.Definitions` with the platform's resources, generated checks, `verify_job` and executor."""
+    settings.apply_dagster_defaults()
     assets = list(assets)
     resources = {**platform_resources(), **(resources or {})}
     recheck_jobs, drift_schedules = recheck_jobs_and_schedules(assets)
