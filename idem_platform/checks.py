@@ -97,13 +97,18 @@ def _run_days(context: dg.AssetCheckExecutionContext, io_manager, target: AssetT
 PROVEN_BY_WRITE = "this run's publish (audited, rows counted before COMMIT)"
 
 
+def _published_by_this_run(context: dg.AssetCheckExecutionContext, published: dict, days: list[str]) -> set[str]:
+    """The days whose latest publish is this run's (proven by its write: see the module docstring)."""
+    return {d for d in days if d in published and published[d].run_id == context.run.run_id}
+
+
 def _held_now(context: dg.AssetCheckExecutionContext, io_manager, target: AssetTarget, days: list[str]):
     """(digest of each day as the sink holds it now, ledger rows of the days, the days this run published).
 
-    The days this run published take their digest from the ledger row the write recorded (see the module
-    docstring); the others are read from the sink, in one read."""
+    The days this run published take their digest from the ledger row the write recorded; the others are read
+    from the sink, in one read."""
     published = published_records(io_manager, target, days)
-    proven = {d for d in days if d in published and published[d].run_id == context.run.run_id}
+    proven = _published_by_this_run(context, published, days)
     to_read = [d for d in days if d not in proven]
     held = partition_digests(sink_frame(io_manager, target, to_read), target.decl, to_read) if to_read else {}
     held.update({d: PartitionDigest(published[d].row_count, published[d].fingerprint) for d in proven})
@@ -147,8 +152,7 @@ def partition_checks(
         days = _run_days(context, io_manager, target)
         if not days:
             return _nothing_to_check(context)
-        published = published_records(io_manager, target, days)
-        proven = [d for d in days if d in published and published[d].run_id == context.run.run_id]
+        proven = _published_by_this_run(context, published_records(io_manager, target, days), days)
         per_day = {d: (True, {"duplicate_rows": 0, "source": PROVEN_BY_WRITE}) for d in proven}
         to_read = [d for d in days if d not in proven]
         for day, frame in (day_frames(io_manager, to_read) if to_read else {}).items():

@@ -67,6 +67,8 @@ def test_range_run_recheck_verify_and_repair_as_the_partitions_view_sees_them(de
     assert materialize_range(defs, instance).success
     assert status(instance, DRIFT) == {d: PASSED for d in DAYS}
     assert status(instance, ROWS) == {d: PASSED for d in DAYS}
+    # the materializing run's checks take what its own publish proved; a re-check reads the sink
+    assert drift_metadata(instance, DAYS[0])["source"].startswith("this run's publish")
 
     with psycopg.connect(pg_dsn) as conn:  # behind the pipeline's back
         conn.execute("UPDATE warehouse.people SET email = 'x@y.example' WHERE partition_date = %s "
@@ -79,6 +81,7 @@ def test_range_run_recheck_verify_and_repair_as_the_partitions_view_sees_them(de
 
     recheck(defs, instance, DAYS[0])  # and an untouched day stays passed
     assert status(instance, DRIFT)[DAYS[0]] == PASSED
+    assert "source" not in drift_metadata(instance, DAYS[0])
 
     # idem verify's verdicts are recorded the same way (here on a day that did not drift: passed, "identical")
     verdicts = verify_partitions(defs, "people", [DAYS[2]])
