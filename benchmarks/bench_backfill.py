@@ -29,9 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,29 +39,16 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import dagster_instance, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
+from benchmarks.common import dagster_instance, dagster_materialize, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
 
 FIRST_DAY = dt.date(2025, 1, 1)
 TARGET_MS = 50.0
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
 def materialize(env: dict[str, str], *partition_args: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the dagster process and its step process) of one CLI run."""
-    cmd = [DAGSTER, "asset", "materialize", "-m", "benchmarks.backfill_defs", "--select", "bench_readings", *partition_args]
-    cpu_before = _children_cpu()
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {done.returncode}")
-    return elapsed, _children_cpu() - cpu_before
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    run = dagster_materialize(env, "benchmarks.backfill_defs", "bench_readings", *partition_args, timeout=600)
+    return run.wall_s, run.cpu_s
 
 
 def compute_seconds(log: Path, skip: int) -> list[float]:

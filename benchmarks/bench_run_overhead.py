@@ -39,9 +39,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import dagster_instance, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
+from benchmarks.common import dagster_instance, dagster_materialize, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
 
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 FIRST_DAY = dt.date(2025, 1, 1)
 TARGETS = {"one day": 1.3, "range": 1.15}
 SIDES = {"platform": ("benchmarks.overhead_platform_defs", "readings"),
@@ -51,16 +50,8 @@ PHASES = ("start-up", "asset step", "check steps", "end", "events")
 
 def materialize(env: dict[str, str], side: str, *partition_args: str) -> tuple[float, float]:
     """(wall seconds of the command, epoch seconds it started)."""
-    module, asset = SIDES[side]
-    cmd = [DAGSTER, "asset", "materialize", "-m", module, "--select", asset, *partition_args]
-    started = time.time()
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {done.returncode}")
-    return elapsed, started
+    run = dagster_materialize(env, *SIDES[side], *partition_args)
+    return run.wall_s, run.started
 
 
 def phases(dsn: str, started: float, wall: float) -> dict[str, float]:

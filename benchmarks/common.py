@@ -8,6 +8,7 @@ Timings on a shared machine are noisy: the ratios are what count, and the load a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import statistics
@@ -186,6 +187,33 @@ def dagster_instance(prefix: str, **env: str) -> Iterator[tuple[str, dict[str, s
         dagster = str(Path(sys.executable).with_name("dagster"))
         subprocess.run([dagster, "instance", "migrate"], env=environment, check=True, capture_output=True)
         yield dsn, environment, Path(tmp)
+
+
+@dataclasses.dataclass(frozen=True)
+class CliRun:
+    wall_s: float  # the whole command, process start to exit
+    started: float  # epoch seconds the command started
+    cpu_s: float  # CPU seconds of the command and its children
+
+
+def dagster_materialize(env: dict[str, str], module: str, asset: str, *partition_args: str,
+                        timeout: float = 900) -> CliRun:
+    """One `dagster asset materialize -m MODULE --select ASSET ...` from the project root; exits on failure."""
+    import resource
+
+    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", module, "--select", asset,
+           *partition_args]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    started, start = time.time(), time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {done.returncode}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CliRun(elapsed, started, usage.ru_utime + usage.ru_stime - cpu_before)
 
 
 def plain_columns_sql(decl: TableDeclaration) -> sql.Composable:
