@@ -28,8 +28,8 @@ import pytest
 
 from idem_platform_tests.cli_runs import BIN, materialize_command, run
 from idem_platform_tests.ui_helpers import (
-    CHROMIUM_ARGS,
     TEST_OUTPUT,
+    browser_page,
     chromium_or_skip,
     dismiss_dialogs,
     graphql,
@@ -207,84 +207,77 @@ def launch_from_launchpad(page, url: str, job: str, day: str, screenshot: Path |
 @pytest.mark.slow
 def test_check_partitions_show_passed_drifted_and_repaired_days(dev_env, tmp_path):
     chromium = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
 
     timings: dict[str, float] = {}
     started = time.monotonic()
     with dev_after_idem_run(dev_env, tmp_path / "idem-dev.log", 3, timings) as (dev, days):
         edited = days[1]
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(60_000)
+        with browser_page(chromium) as page:
 
-                # 1. after the range run: 3 days passed, each "identical", linked to that run's materialization
-                t0 = time.monotonic()
-                open_check_partitions(page, dev.url, first_visit=True)
-                expect_counts(page, passed=3, failed=0)
-                range_run = next(r for r in runs(dev.url) if r["jobName"] == "__ASSET_JOB")["runId"]
-                for day in days:
-                    detail = day_detail(page, day)
-                    assert (detail["status"], detail.get("verdict"), detail["run"]) == (
-                        "Passed", "identical", range_run[:8]), (day, detail)
-                shot(page, tmp_path, "check-partitions-1-after-idem-run.png")
-                timings["browser: 3 days passed"] = time.monotonic() - t0
-
-                # 2a. an out-of-band edit of one row, re-checked from the UI: recheck_job's Launchpad, that day
-                assert update_one_row(dev_env, edited) == 1
-                t0 = time.monotonic()
-                recheck_run = launch_from_launchpad(page, dev.url, "recheck_job", edited,
-                                                    tmp_path / "recheck-job-launchpad-day-picked.png")
-                status = dev.wait_for_run(recheck_run, timeout=300)
-                assert status == "SUCCESS", (  # a check that fails is a finding, not a failed run
-                    f"recheck run {recheck_run} ended {status}: {run_error_messages(dev.url, recheck_run)[:5]}")
-                timings["UI re-check (launch -> success)"] = time.monotonic() - t0
-                open_check_partitions(page, dev.url)
-                expect_counts(page, passed=2, failed=1)
-                detail = day_detail(page, edited)
+            # 1. after the range run: 3 days passed, each "identical", linked to that run's materialization
+            t0 = time.monotonic()
+            open_check_partitions(page, dev.url, first_visit=True)
+            expect_counts(page, passed=3, failed=0)
+            range_run = next(r for r in runs(dev.url) if r["jobName"] == "__ASSET_JOB")["runId"]
+            for day in days:
+                detail = day_detail(page, day)
                 assert (detail["status"], detail.get("verdict"), detail["run"]) == (
-                    "Failed", "drifted", recheck_run[:8]), detail
-                assert detail["ledger"] != detail["sink"]
-                for day in (days[0], days[2]):
-                    assert day_detail(page, day)["status"] == "Passed", day
-                day_detail(page, edited)
-                shot(page, tmp_path, "check-partitions-2-drifted-after-ui-recheck.png")
+                    "Passed", "identical", range_run[:8]), (day, detail)
+            shot(page, tmp_path, "check-partitions-1-after-idem-run.png")
+            timings["browser: 3 days passed"] = time.monotonic() - t0
 
-                # 2b. the same day verified on the command line: recorded on the instance as an idem_verify run
-                t0 = time.monotonic()
-                verify = idem(dev_env, "verify", "people", "--partition", edited)
-                timings["idem verify"] = time.monotonic() - t0
-                assert verify.returncode == 2, verify.stdout + verify.stderr[-3000:]  # 2: drifted
-                assert f"people {edited}: drifted" in verify.stdout
-                [verify_run] = runs(dev.url, pipelineName="idem_verify")
-                assert verify_run["status"] == "SUCCESS"
-                open_check_partitions(page, dev.url)
-                expect_counts(page, passed=2, failed=1)
-                detail = day_detail(page, edited)
-                assert (detail["status"], detail.get("verdict"), detail.get("source"), detail["run"]) == (
-                    "Failed", "drifted", "idem verify", verify_run["runId"][:8]), detail
-                assert (detail["rows_changed"], detail["rows_added"], detail["rows_removed"]) == ("1", "0", "0")
-                shot(page, tmp_path, "check-partitions-3-drifted-after-idem-verify.png")
+            # 2a. an out-of-band edit of one row, re-checked from the UI: recheck_job's Launchpad, that day
+            assert update_one_row(dev_env, edited) == 1
+            t0 = time.monotonic()
+            recheck_run = launch_from_launchpad(page, dev.url, "recheck_job", edited,
+                                                tmp_path / "recheck-job-launchpad-day-picked.png")
+            status = dev.wait_for_run(recheck_run, timeout=300)
+            assert status == "SUCCESS", (  # a check that fails is a finding, not a failed run
+                f"recheck run {recheck_run} ended {status}: {run_error_messages(dev.url, recheck_run)[:5]}")
+            timings["UI re-check (launch -> success)"] = time.monotonic() - t0
+            open_check_partitions(page, dev.url)
+            expect_counts(page, passed=2, failed=1)
+            detail = day_detail(page, edited)
+            assert (detail["status"], detail.get("verdict"), detail["run"]) == (
+                "Failed", "drifted", recheck_run[:8]), detail
+            assert detail["ledger"] != detail["sink"]
+            for day in (days[0], days[2]):
+                assert day_detail(page, day)["status"] == "Passed", day
+            day_detail(page, edited)
+            shot(page, tmp_path, "check-partitions-2-drifted-after-ui-recheck.png")
 
-                # 3. a repairing run of that day: passed again, linked to the new materialization
-                t0 = time.monotonic()
-                repair = run(materialize_command("people", partition=edited), dev_env, timeout=600)
-                assert repair.returncode == 0, repair.stdout[-3000:] + repair.stderr[-3000:]
-                timings["repairing run"] = time.monotonic() - t0
-                repair_run = next(r for r in runs(dev.url) if r["jobName"] == "__ASSET_JOB")
-                assert repair_run["jobName"] == "__ASSET_JOB" and repair_run["status"] == "SUCCESS", repair_run
-                open_check_partitions(page, dev.url)
-                expect_counts(page, passed=3, failed=0)
-                for day in days:
-                    detail = day_detail(page, day)
-                    expected_run = repair_run["runId"] if day == edited else range_run
-                    assert (detail["status"], detail.get("verdict"), detail["run"]) == (
-                        "Passed", "identical", expected_run[:8]), (day, detail)
-                day_detail(page, edited)
-                shot(page, tmp_path, "check-partitions-4-passed-after-repair.png")
-            finally:
-                browser.close()
+            # 2b. the same day verified on the command line: recorded on the instance as an idem_verify run
+            t0 = time.monotonic()
+            verify = idem(dev_env, "verify", "people", "--partition", edited)
+            timings["idem verify"] = time.monotonic() - t0
+            assert verify.returncode == 2, verify.stdout + verify.stderr[-3000:]  # 2: drifted
+            assert f"people {edited}: drifted" in verify.stdout
+            [verify_run] = runs(dev.url, pipelineName="idem_verify")
+            assert verify_run["status"] == "SUCCESS"
+            open_check_partitions(page, dev.url)
+            expect_counts(page, passed=2, failed=1)
+            detail = day_detail(page, edited)
+            assert (detail["status"], detail.get("verdict"), detail.get("source"), detail["run"]) == (
+                "Failed", "drifted", "idem verify", verify_run["runId"][:8]), detail
+            assert (detail["rows_changed"], detail["rows_added"], detail["rows_removed"]) == ("1", "0", "0")
+            shot(page, tmp_path, "check-partitions-3-drifted-after-idem-verify.png")
+
+            # 3. a repairing run of that day: passed again, linked to the new materialization
+            t0 = time.monotonic()
+            repair = run(materialize_command("people", partition=edited), dev_env, timeout=600)
+            assert repair.returncode == 0, repair.stdout[-3000:] + repair.stderr[-3000:]
+            timings["repairing run"] = time.monotonic() - t0
+            repair_run = next(r for r in runs(dev.url) if r["jobName"] == "__ASSET_JOB")
+            assert repair_run["jobName"] == "__ASSET_JOB" and repair_run["status"] == "SUCCESS", repair_run
+            open_check_partitions(page, dev.url)
+            expect_counts(page, passed=3, failed=0)
+            for day in days:
+                detail = day_detail(page, day)
+                expected_run = repair_run["runId"] if day == edited else range_run
+                assert (detail["status"], detail.get("verdict"), detail["run"]) == (
+                    "Passed", "identical", expected_run[:8]), (day, detail)
+            day_detail(page, edited)
+            shot(page, tmp_path, "check-partitions-4-passed-after-repair.png")
 
         # what the UI showed is what the instance holds: the edited day's evaluations, oldest first
         edited_history = [(e["status"], e["runId"]) for e in reversed(check_executions(dev.url))
@@ -303,57 +296,51 @@ def test_check_partitions_show_passed_drifted_and_repaired_days(dev_env, tmp_pat
 @pytest.mark.slow
 def test_execute_all_on_the_checks_tab_launches_no_failing_run(dev_env, tmp_path):
     chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     timings: dict[str, float] = {}
     started = time.monotonic()
     with dev_after_idem_run(dev_env, tmp_path / "idem-dev.log", 2, timings) as (dev, days):
         before = {r["runId"] for r in runs(dev.url)}
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(60_000)
-                page.goto(f"{dev.url}/assets/people", wait_until="domcontentloaded")
-                dismiss_dialogs(page)
-                page.get_by_role("tab", name="Checks", exact=True).click(timeout=UI_TIMEOUT)
-                expect(page.get_by_text("Checks (2)")).to_be_visible(timeout=UI_TIMEOUT)
-                t0 = time.monotonic()
-                page.get_by_role("button", name="Execute all").click(timeout=UI_TIMEOUT)
-                expect(page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))).to_be_visible(timeout=UI_TIMEOUT)
-                shot(page, tmp_path, "checks-execute-all-launched.png")
+        with browser_page(chromium) as page:
+            page.goto(f"{dev.url}/assets/people", wait_until="domcontentloaded")
+            dismiss_dialogs(page)
+            page.get_by_role("tab", name="Checks", exact=True).click(timeout=UI_TIMEOUT)
+            expect(page.get_by_text("Checks (2)")).to_be_visible(timeout=UI_TIMEOUT)
+            t0 = time.monotonic()
+            page.get_by_role("button", name="Execute all").click(timeout=UI_TIMEOUT)
+            expect(page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))).to_be_visible(timeout=UI_TIMEOUT)
+            shot(page, tmp_path, "checks-execute-all-launched.png")
 
-                launched = wait_for("the launched run(s)", lambda: [r for r in runs(dev.url) if r["runId"] not in before],
-                                    timeout=60)
-                statuses = {r["runId"]: dev.wait_for_run(r["runId"], timeout=300) for r in launched}
-                timings["Execute all (click -> runs done)"] = time.monotonic() - t0
-                # any run launched meanwhile (e.g. by a click that launched twice) counts as well
-                launched = [r for r in runs(dev.url) if r["runId"] not in before]
-                statuses.update({r["runId"]: dev.wait_for_run(r["runId"], timeout=300)
-                                 for r in launched if r["runId"] not in statuses})
-                assert set(statuses.values()) == {"SUCCESS"}, {
-                    run_id: (status, run_error_messages(dev.url, run_id)[:5]) for run_id, status in statuses.items()}
-                # one run executed people's checks, and recorded them per published day
-                [checks_run] = [r for r in launched if r["assetCheckSelection"]]
-                assert {(c["assetKey"]["path"][0], c["name"]) for c in checks_run["assetCheckSelection"]} == {
-                    ("people", CHECK), ("people", "row_count_matches_upstream")}
-                for check in (CHECK, "row_count_matches_upstream"):
-                    mine = {e["partition"]: e["status"] for e in check_executions(dev.url, check)
-                            if e["runId"] == checks_run["runId"] and e["partition"]}
-                    assert mine == {day: "SUCCEEDED" for day in days}, (check, mine)
+            launched = wait_for("the launched run(s)", lambda: [r for r in runs(dev.url) if r["runId"] not in before],
+                                timeout=60)
+            statuses = {r["runId"]: dev.wait_for_run(r["runId"], timeout=300) for r in launched}
+            timings["Execute all (click -> runs done)"] = time.monotonic() - t0
+            # any run launched meanwhile (e.g. by a click that launched twice) counts as well
+            launched = [r for r in runs(dev.url) if r["runId"] not in before]
+            statuses.update({r["runId"]: dev.wait_for_run(r["runId"], timeout=300)
+                             for r in launched if r["runId"] not in statuses})
+            assert set(statuses.values()) == {"SUCCESS"}, {
+                run_id: (status, run_error_messages(dev.url, run_id)[:5]) for run_id, status in statuses.items()}
+            # one run executed people's checks, and recorded them per published day
+            [checks_run] = [r for r in launched if r["assetCheckSelection"]]
+            assert {(c["assetKey"]["path"][0], c["name"]) for c in checks_run["assetCheckSelection"]} == {
+                ("people", CHECK), ("people", "row_count_matches_upstream")}
+            for check in (CHECK, "row_count_matches_upstream"):
+                mine = {e["partition"]: e["status"] for e in check_executions(dev.url, check)
+                        if e["runId"] == checks_run["runId"] and e["partition"]}
+                assert mine == {day: "SUCCEEDED" for day in days}, (check, mine)
 
-                # and the UI shows no failed check afterwards
-                open_check_partitions(page, dev.url)
-                expect_counts(page, passed=len(days), failed=0)
-                for day in days:
-                    detail = day_detail(page, day)
-                    assert (detail["status"], detail.get("verdict"), detail["run"]) == (
-                        "Passed", "identical", checks_run["runId"][:8]), (day, detail)
-                checks_list = body(page).split("Execute all", 1)[1].split("Overview", 1)[0]
-                assert "Failed" not in checks_list, checks_list
-                shot(page, tmp_path, "checks-execute-all-done.png")
-            finally:
-                browser.close()
+            # and the UI shows no failed check afterwards
+            open_check_partitions(page, dev.url)
+            expect_counts(page, passed=len(days), failed=0)
+            for day in days:
+                detail = day_detail(page, day)
+                assert (detail["status"], detail.get("verdict"), detail["run"]) == (
+                    "Passed", "identical", checks_run["runId"][:8]), (day, detail)
+            checks_list = body(page).split("Execute all", 1)[1].split("Overview", 1)[0]
+            assert "Failed" not in checks_list, checks_list
+            shot(page, tmp_path, "checks-execute-all-done.png")
         assert dev.ctrl_c(timeout=90), f"processes of `idem dev` outlived Ctrl-C by 90s:\n{log_tail(dev.log)}"
     timings["total"] = time.monotonic() - started
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

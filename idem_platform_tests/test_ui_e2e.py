@@ -26,7 +26,7 @@ from idem_platform.partitions import daily_partitions as _days
 daily_partitions = _days()
 from idem_platform_tests.ui_helpers import (
     ASSET_NODES,
-    CHROMIUM_ARGS,
+    browser_page,
     chromium_or_skip,
     dismiss_dialogs,
     graphql,
@@ -73,7 +73,7 @@ def page_text(page) -> str:
 @pytest.mark.slow
 def test_dev_ui_shows_partition_launched_through_graphql(dev_env, tmp_path):
     chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -109,39 +109,33 @@ def test_dev_ui_shows_partition_launched_through_graphql(dev_env, tmp_path):
 
         # 3. the browser
         t0 = time.monotonic()
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(60_000)
+        with browser_page(chromium) as page:
 
-                page.goto(f"{dev.url}/assets/people?view=partitions&partition={DAY}", wait_until="domcontentloaded")
-                dismiss_dialogs(page)
-                expect(page.get_by_text("Materialized (1)")).to_be_visible(timeout=90_000)
-                expect(page.get_by_text(fingerprint).first).to_be_visible()  # the metadata and recent_publishes
-                page.wait_for_load_state("networkidle")
-                partitions_shot = tmp_path / "people-partitions.png"
-                page.screenshot(path=str(partitions_shot))
-                text = page_text(page)
+            page.goto(f"{dev.url}/assets/people?view=partitions&partition={DAY}", wait_until="domcontentloaded")
+            dismiss_dialogs(page)
+            expect(page.get_by_text("Materialized (1)")).to_be_visible(timeout=90_000)
+            expect(page.get_by_text(fingerprint).first).to_be_visible()  # the metadata and recent_publishes
+            page.wait_for_load_state("networkidle")
+            partitions_shot = tmp_path / "people-partitions.png"
+            page.screenshot(path=str(partitions_shot))
+            text = page_text(page)
 
-                page.goto(f"{dev.url}/assets/people", wait_until="domcontentloaded")
-                dismiss_dialogs(page, wait_ms=1000)
-                expect(page.get_by_text("Columns", exact=True)).to_be_visible(timeout=60_000)
-                expect(page.get_by_text("phone_digits")).to_be_visible()
-                page.wait_for_load_state("networkidle")
-                overview_shot = tmp_path / "people-overview.png"
-                page.screenshot(path=str(overview_shot))
-                overview = page_text(page)
+            page.goto(f"{dev.url}/assets/people", wait_until="domcontentloaded")
+            dismiss_dialogs(page, wait_ms=1000)
+            expect(page.get_by_text("Columns", exact=True)).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("phone_digits")).to_be_visible()
+            page.wait_for_load_state("networkidle")
+            overview_shot = tmp_path / "people-overview.png"
+            page.screenshot(path=str(overview_shot))
+            overview = page_text(page)
 
-                page.goto(f"{dev.url}/assets/people?view=checks", wait_until="domcontentloaded")
-                dismiss_dialogs(page, wait_ms=1000)
-                expect(page.get_by_text("Checks (2)")).to_be_visible(timeout=60_000)
-                for check in ("fingerprint_matches_ledger", "row_count_matches_upstream"):  # no unique_key: a table
-                    # the list renders after the tab's header (slow hosts: seconds later)
-                    expect(page.get_by_text(check).first).to_be_visible(timeout=60_000)
-                checks = page_text(page)
-            finally:
-                browser.close()
+            page.goto(f"{dev.url}/assets/people?view=checks", wait_until="domcontentloaded")
+            dismiss_dialogs(page, wait_ms=1000)
+            expect(page.get_by_text("Checks (2)")).to_be_visible(timeout=60_000)
+            for check in ("fingerprint_matches_ledger", "row_count_matches_upstream"):  # no unique_key: a table
+                # the list renders after the tab's header (slow hosts: seconds later)
+                expect(page.get_by_text(check).first).to_be_visible(timeout=60_000)
+            checks = page_text(page)
         timings["browser"] = time.monotonic() - t0
         partitions_now.add(len(daily_partitions.get_partition_keys()))  # a UTC midnight may pass meanwhile
         for shot in (partitions_shot, overview_shot):

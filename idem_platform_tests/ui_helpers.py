@@ -253,6 +253,21 @@ def chromium_or_skip() -> str:
     pytest.skip(message)
 
 
+@contextlib.contextmanager
+def browser_page(chromium: str):
+    """A page of a headless Chromium (1600 x 1000, 60 s default timeout); the browser is closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
 def dismiss_dialogs(page, wait_ms: int = 10_000) -> None:
     """The first visit shows "Join the Dagster community": skip it. Later pages of the same browser context do
     not show it again; call those with a short `wait_ms`."""
