@@ -213,7 +213,6 @@ def test_check_partitions_show_passed_drifted_and_repaired_days(dev_env, tmp_pat
     with dev_after_idem_run(dev_env, tmp_path / "idem-dev.log", 3, timings) as (dev, days):
         edited = days[1]
         with browser_page(chromium) as page:
-
             # 1. after the range run: 3 days passed, each "identical", linked to that run's materialization
             t0 = time.monotonic()
             open_check_partitions(page, dev.url, first_visit=True)

@@ -110,7 +110,6 @@ def test_dev_ui_shows_partition_launched_through_graphql(dev_env, tmp_path):
         # 3. the browser
         t0 = time.monotonic()
         with browser_page(chromium) as page:
-
             page.goto(f"{dev.url}/assets/people?view=partitions&partition={DAY}", wait_until="domcontentloaded")
             dismiss_dialogs(page)
             expect(page.get_by_text("Materialized (1)")).to_be_visible(timeout=90_000)
