@@ -1,5 +1,6 @@
 """The rows every run-overhead benchmark writes: `rows_per_day` sensor readings per day, the same days giving the
-same rows. Imports nothing of the platform, so the bare Dagster baseline (`overhead_bare_defs.py`) loads no more
+same rows for the same `IDEM_BENCH_CONTENT` (another value: other values in every row, as a backfill of new data
+writes). Imports nothing of the platform, so the bare Dagster baseline (`overhead_bare_defs.py`) loads no more
 than it needs."""
 
 import os
@@ -9,6 +10,7 @@ import pandas as pd
 
 ROWS_PER_DAY = int(os.environ.get("IDEM_BENCH_ROWS_PER_DAY", "100"))
 COMPUTE_LOG_ENV = "IDEM_BENCH_COMPUTE_LOG"
+CONTENT_ENV = "IDEM_BENCH_CONTENT"
 
 READING_COLUMNS = {
     "reading_id": "int", "sensor": "string", "value": "float", "ok": "bool", "read_at": "timestamp",
@@ -17,7 +19,7 @@ READING_COLUMNS = {
 
 def day_readings(day: str, rows_per_day: int = ROWS_PER_DAY) -> pd.DataFrame:
     """One day's readings (with `partition_date`)."""
-    rng = np.random.default_rng(int(day.replace("-", "")))
+    rng = np.random.default_rng([int(day.replace("-", "")), int(os.environ.get(CONTENT_ENV, "0"))])
     return pd.DataFrame({
         "reading_id": np.arange(rows_per_day),
         "sensor": [f"sensor-{n}" for n in rng.integers(0, 50, rows_per_day)],

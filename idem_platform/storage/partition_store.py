@@ -253,7 +253,8 @@ def publish_partitions(
         for part in batches:
             rows = frame if len(batches) == 1 else _rows_of_days(frame, part)
             entries += _retried(
-                lambda: _publish_batch(sink, postgres, target, part, rows, run_id, log, checked, wait_s), target, part, log
+                lambda: _publish_batch(sink, postgres, target, part, rows, run_id, log, checked, wait_s, digests),
+                target, part, log,
             )
     changed = sum(e.changed for e in entries)
     log.info(
@@ -309,8 +310,9 @@ def _blockers(postgres: PostgresResource, waited_s: float) -> str:
     return "; ".join(described) or "a session that has ended since"
 
 
-def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s) -> list[ledger.LedgerEntry]:
-    """lock -> stage -> (audit passed?) -> verify -> [intent] -> publish -> ledger -> COMMIT, for one transaction's days."""
+def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s, known) -> list[ledger.LedgerEntry]:
+    """lock -> stage -> (audit passed?) -> verify -> [intent] -> publish -> ledger -> COMMIT, for one transaction's
+    days. `known`: the digests attached to the frame (None: the audit thread computes them)."""
     with postgres.connect() as conn:
         ledger.ensure_ledger(conn)
         sink.prepare(conn, target)
@@ -321,7 +323,7 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (_lock_timeout(),))
         published = False
         try:
-            entries, intents = _write_locked(sink, postgres, conn, target, days, frame, run_id, checked)
+            entries, intents, kept = _write_locked(sink, postgres, conn, target, days, frame, run_id, checked, known)
             published = True
             if sink.publishes_in_transaction:
                 ledger.record(conn, entries)
@@ -329,6 +331,9 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
                 ledger.confirm(conn, intents)
             fault_point(sink.name, "after_ledger", target.asset)
             conn.commit()
+            if kept:
+                log.info(f"{target.asset}: {len(kept)} of {len(days)} partitions in {sink.name} already hold this content, "
+                         "untouched since their last publish: recorded, not rewritten")
         except psycopg.errors.LockNotAvailable:
             conn.rollback()
             raise LockWaitTimeout(
@@ -413,21 +418,30 @@ def published_entries(
     return latest
 
 
-def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) -> tuple[list[ledger.LedgerEntry], list[int]]:
+def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked, known) -> tuple[list[ledger.LedgerEntry], list[int], set[str]]:
     """stage -> (audit passed?) -> verify -> [intent] -> publish, in the transaction that holds the lock; returns the
-    ledger rows to record (PostgreSQL) or the intents to confirm (the other sinks)."""
+    ledger rows to record (PostgreSQL) or the intents to confirm (the other sinks), and the days not rewritten.
+
+    A day whose new content is what the ledger recorded, and that the sink proves nobody wrote since
+    (`identical_and_untouched`), is not staged or published again: the sink already holds exactly the new content.
+    Its ledger row is recorded all the same (this run, the same fingerprint and version, `changed` False)."""
     store = sink.store(target)
     published = published_entries(sink, conn, target, days)
     ledger.confirm(conn, [e.id for e in published.values() if not e.confirmed])  # intents a crash left: they did publish
     previous = {day: e.fingerprint for day, e in published.items()}
+    kept = identical_and_untouched(sink, target, days, known, published)
+    write = [d for d in days if d not in kept]
+    rows = frame if not kept else _rows_of_days(frame, write)
     fault_point(sink.name, "before_stage", target.asset)
     # Which days this write changes is decided while the rows are staged: a day the ledger says is unchanged is
     # read back from what readers see now (the committed old content, on another connection), overlapped with
     # the stage instead of after it.
+    staged = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-changed") as pool:
-        changes = pool.submit(lambda: changed_days(sink, target, days, checked(), published))
+        changes = pool.submit(lambda: changed_days(sink, target, write, checked(), published, proven=set(kept) if known else None))
         try:
-            staged = sink.stage(conn, target, days, frame, run_id)
+            if write:
+                staged = sink.stage(conn, target, write, rows, run_id)
         except BaseException:
             checked()  # bad input (e.g. a duplicate key the COPY tripped on) is reported by its audit rule
             raise
@@ -435,19 +449,26 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
             digests = checked()  # an AuditError raised by the audit thread discards the stage
             changed = changes.result()
         except BaseException:
-            sink.discard(target, staged)
+            if staged is not None:
+                sink.discard(target, staged)
             raise
     try:
         fault_point(sink.name, "after_stage", target.asset)
-        sink.verify_staged(conn, target, staged, digests)
+        if staged is not None:
+            sink.verify_staged(conn, target, staged, digests)
         fault_point(sink.name, "after_audit", target.asset)
         this_transaction = sink.transaction_version(conn) if sink.publishes_in_transaction else None
+
+        def version(day: str) -> str | None:
+            if day in kept:
+                return published[day].version
+            return this_transaction if sink.publishes_in_transaction else staged.versions[day]
+
         entries = [
             ledger.LedgerEntry(
                 asset=target.asset, partition=day, sink=sink.name, location=sink.location(target, day),
                 run_id=run_id, row_count=digests[day].rows, fingerprint=digests[day].fingerprint,
-                previous_fingerprint=previous.get(day), store=store, changed=day in changed,
-                version=this_transaction if sink.publishes_in_transaction else staged.versions[day],
+                previous_fingerprint=previous.get(day), store=store, changed=day in changed, version=version(day),
             )
             for day in days
         ]
@@ -459,29 +480,58 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked) ->
         fault_point(sink.name, "after_intent", target.asset)
         if not sink.publishes_in_transaction:
             _hold_lock(sink, conn, target, days)
-        try:
-            sink.publish(conn, target, staged)
-        except StalePublish:
-            _hold_lock(sink, conn, target, days)  # lock lost: this writer is the stale one
-            raise  # lock held: a stale writer published in between; the batch is retried
+        if staged is not None:
+            try:
+                sink.publish(conn, target, staged)
+            except StalePublish:
+                _hold_lock(sink, conn, target, days)  # lock lost: this writer is the stale one
+                raise  # lock held: a stale writer published in between; the batch is retried
     except BaseException:
-        sink.discard(target, staged)
+        if staged is not None:
+            sink.discard(target, staged)
         raise
     fault_point(sink.name, "after_publish", target.asset)
-    return entries, intents
+    return entries, intents, kept
+
+
+def identical_and_untouched(
+    sink: PartitionSink, target: AssetTarget, days: Sequence[str], known: dict[str, PartitionDigest] | None,
+    published: dict[str, ledger.LedgerEntry],
+) -> set[str]:
+    """The days this write need not write: their new fingerprint (known before the stage, as `idem_asset` attaches
+    it) is the one the ledger recorded, and the sink proves, under the partition lock, that nobody wrote them since
+    that publish (`untouched_since_publish`: for PostgreSQL, one scan of row count and `xmin`). Rewriting them
+    would leave the sink as it is, at the cost of a DELETE and a COPY (and dead rows to vacuum) per day: an identical
+    rerun of a year costs what reading its ledger rows and proving the days costs.
+
+    No other platform writer can publish these days until this transaction ends (the partition lock); a writer
+    outside the platform that commits after the proof is ordered after this run, as it would be after a rewrite,
+    and the next run (or `idem verify`) sees its edit as drift. Unknown digests, or a sink without the proof: none."""
+    if known is None:
+        return set()
+    same = {d: published[d] for d in days if d in published and d in known and published[d].fingerprint == known[d].fingerprint}
+    if not same:
+        return set()
+    try:
+        return set(sink.untouched_since_publish(target, same)) & set(same)
+    except Exception:  # noqa: BLE001 - no proof (a dropped table...): write the days
+        return set()
 
 
 def changed_days(
     sink: PartitionSink, target: AssetTarget, days: Sequence[str], digests: dict[str, PartitionDigest],
-    published: dict[str, ledger.LedgerEntry],
+    published: dict[str, ledger.LedgerEntry], proven: set[str] | None = None,
 ) -> set[str]:
     """The days this write changes in the sink: those whose ledger fingerprint differs from the new one, and
     those where the ledger says "unchanged" but the sink no longer holds what was published (drift a rerun
-    repairs). Of the latter, the days the sink proves untouched since their publish (`untouched_since_publish`)
-    are not read; the others are read back, under the partition lock, before the publish."""
+    repairs). Of the latter, the days the sink proves untouched since their publish (`untouched_since_publish`, or
+    `proven` when the caller asked already) are not read; the others are read back, under the partition lock,
+    before the publish."""
     changed = {d for d in days if d not in published or published[d].fingerprint != digests[d].fingerprint}
     same = [d for d in days if d not in changed]
-    if same:
+    if same and proven is not None:  # asked already (`identical_and_untouched`): these days failed the proof
+        same = [d for d in same if d not in proven]
+    elif same:
         try:
             untouched = sink.untouched_since_publish(target, {d: published[d] for d in same})
         except Exception:  # noqa: BLE001 - no proof (a dropped table...): read back, below

@@ -192,10 +192,12 @@ def test_an_identical_rerun_is_changed_exactly_when_the_day_no_longer_holds_what
     if swap:
         monkeypatch.setenv("IDEM_PG_SWAP_MIN_ROWS", "1")
     run([items], store_resources)
+    first = ledger_rows(pg_dsn, "items")[-1]
     if edit:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             for statement in edit.format(t="warehouse.items", d=DAY).split("; "):
                 conn.execute(statement)
+    before = row_versions(pg_dsn, DAY)
     reads = []
     original = PostgresTableSink.read
     monkeypatch.setattr(PostgresTableSink, "read", lambda self, *a, **k: reads.append(a) or original(self, *a, **k))
@@ -207,3 +209,72 @@ def test_an_identical_rerun_is_changed_exactly_when_the_day_no_longer_holds_what
     assert day_counts(pg_dsn, "items")[DAY] == (10, 10)
     # untouched (or only frozen): proven without reading the day back; any writer since: read back
     assert bool(reads) is (edit is not None and "VACUUM" not in edit)
+    # ... and only a day someone wrote since is rewritten (and so repaired): an untouched one keeps its rows and
+    # its ledger version, a touched one holds the published content again, every row written by this rerun
+    after = row_versions(pg_dsn, DAY)
+    assert {key: label for key, (label, _) in after.items()} == {i: "v" for i in range(10)}
+    if edit is None or "VACUUM" in edit:
+        assert after == before and last.version == first.version
+    else:
+        assert last.version != first.version
+        assert {xmin for _, xmin in after.values()} == {str(int(last.version.removeprefix("xid:")) % 2**32)}
+
+
+def row_versions(dsn, day, table="warehouse.items"):
+    """{item_id: (label, xmin)} of the day: which transaction wrote each row."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f"SELECT item_id, label, xmin::text FROM {table} WHERE partition_date = %s", (day,)).fetchall()
+    return {key: (label, xmin) for key, label, xmin in rows}
+
+
+DAYS = ["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"]
+
+
+def test_a_range_rerun_rewrites_only_the_days_whose_content_or_table_rows_changed(store_resources, pg_dsn):
+    """A range rerun with the same content leaves the untouched days as they are (not rewritten), rewrites the day
+    someone edited behind the platform's back (repairing it) and the day whose content changed; a later identical
+    rerun then rewrites nothing. Readers see the published content of every day throughout."""
+    run([items], store_resources, range_=(DAYS[0], DAYS[-1]))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE warehouse.items SET label = 'edited' WHERE item_id = 4 AND partition_date = %s", (DAYS[1],))
+    before = {day: row_versions(pg_dsn, day) for day in DAYS}
+    # the same content for every day, except one more row on the last day
+    @idem_asset(columns={"item_id": "int", "label": "string"}, key=["item_id"], io_manager_key="warehouse_io", name="items")
+    def items_more(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.concat([pd.DataFrame({"item_id": list(range(11 if day == DAYS[-1] else 10)), "label": "v",
+                                        "partition_date": day}) for day in context.partition_keys], ignore_index=True)
+
+    run([items_more], store_resources, range_=(DAYS[0], DAYS[-1]))
+    after = {day: row_versions(pg_dsn, day) for day in DAYS}
+    rows = {e.partition: e for e in ledger_rows(pg_dsn, "items")[-len(DAYS):]}
+    assert {d: rows[d].changed for d in DAYS} == {DAYS[0]: False, DAYS[1]: True, DAYS[2]: False, DAYS[3]: True}
+    assert after[DAYS[0]] == before[DAYS[0]] and after[DAYS[2]] == before[DAYS[2]]  # not rewritten
+    assert after[DAYS[1]] != before[DAYS[1]] and after[DAYS[3]] != before[DAYS[3]]
+    assert {d: sorted(label for label, _ in after[d].values()) for d in DAYS} == {
+        d: ["v"] * (11 if d == DAYS[-1] else 10) for d in DAYS
+    }
+    assert day_counts(pg_dsn, "items") == {d: (11, 11) if d == DAYS[-1] else (10, 10) for d in DAYS}
+
+    run([items_more], store_resources, range_=(DAYS[0], DAYS[-1]))
+    assert {day: row_versions(pg_dsn, day) for day in DAYS} == after  # nothing rewritten
+    again = {e.partition: e for e in ledger_rows(pg_dsn, "items")[-len(DAYS):]}
+    assert [again[d].changed for d in DAYS] == [False] * len(DAYS)
+    assert {d: again[d].version for d in DAYS} == {d: rows[d].version for d in DAYS}
+
+
+def test_an_outside_edit_committed_during_an_identical_rerun_is_drift_the_next_rerun_repairs(store_resources, pg_dsn):
+    """Who else touches the rows: a session outside the platform holds an uncommitted UPDATE of the day while an
+    identical rerun runs. The rerun does not wait for it (the day is proven from committed rows and not rewritten);
+    the edit commits after the run, so it is ordered after it: the sink then differs from the ledger (drift, as
+    `idem verify` reports it) and the next rerun repairs it."""
+    run([items], store_resources)
+    with psycopg.connect(pg_dsn) as outside:
+        outside.execute("UPDATE warehouse.items SET label = 'late' WHERE item_id = 2 AND partition_date = %s", (DAY,))
+        run([items], store_resources)  # would block on the row lock if it rewrote the day
+        assert ledger_rows(pg_dsn, "items")[-1].changed is False
+        outside.commit()
+    assert row_versions(pg_dsn, DAY)[2][0] == "late"
+    run([items], store_resources)
+    last = ledger_rows(pg_dsn, "items")[-1]
+    assert last.changed is True
+    assert {label for label, _ in row_versions(pg_dsn, DAY).values()} == {"v"}
