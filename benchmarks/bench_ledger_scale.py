@@ -213,8 +213,9 @@ def query_paths(side: Side) -> dict[str, Callable[[], object]]:
         "idem ledger --limit": lambda: cli.ledger_rows(conn, names, None, LEDGER_LIMIT),
         "idem verify (lake)": lambda: published_entries(lake_sink, conn, side.raw_orders, [WRITE_DAY]),
         "idem verify (postgres)": lambda: published_entries(pg_sink, conn, side.orders, [VERIFY_DAY]),
-        "late-data sensor query": lambda: ledger.latest_entries(conn, SERVICE_REQUESTS, late_data_days(), "postgres"),
-        "idem run summary": lambda: cli.summary_rows(conn, [RAW_ORDERS, ORDERS, SERVICE_REQUESTS], WEEK),
+        "late-data sensor query": lambda: ledger.latest_entries(
+            conn, SERVICE_REQUESTS, late_data_days(), pg_sink.name, pg_sink.store(side.requests)),
+        "idem run summary": lambda: cli.summary_rows(conn, [RAW_ORDERS, ORDERS, SERVICE_REQUESTS], WEEK, "run-recent-0"),
         "checks: last published days": lambda: ledger.last_partitions(
             conn, ORDERS, pg_sink.name, pg_sink.store(side.orders), len(WEEK)),
         "checks: upstream row counts": lambda: published_entries(lake_sink, conn, side.raw_orders, WEEK),
