@@ -6,7 +6,8 @@
     idem run [--days 7] [-m MODULE | -f FILE] [--select ASSET ...]
                                   materialize the last N days as ONE --partition-range run (default: the
                                   example's people pipeline, or every idem asset of the code location given),
-                                  then print a per-partition summary (rows, fingerprint) from the ledger
+                                  then print what that run published, per partition (rows, fingerprint),
+                                  from the ledger
     idem simulate-311 [--days 14 --seed 1 | --update DAY...]
                                   fill the 311 source system (source.service_requests), or update past days
     idem ledger [ASSET] [-m MODULE | -f FILE] [--partition DAY | --range A...B] [--limit 1000] [--json]
