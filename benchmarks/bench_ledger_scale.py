@@ -24,8 +24,8 @@ Measured in this process, interleaved repetition by repetition (each path, small
 - `idem ledger orders --range A...B` (7 days), `idem ledger --range A...B` and `idem ledger` (no asset: the code
   location's 10 assets): the ledger reads behind the command (`cli.ledger_rows`);
 - `idem verify` of one day: the ledger read (`verification.published_records`, an intent resolved from the sink);
-- the late-data sensor's query (the last publish of 60 days of `service_requests`);
-- the `idem run` summary (the last publish of 7 days of 3 assets, and the run to report);
+- the late-data sensor's query (the last publish of 60 days of `service_requests`, in its sink and store);
+- the `idem run` summary (what one run published of 7 days of 3 assets);
 - the generated checks' ledger reads: the last 7 published days (a checks run without partitions) and
   `row_count_matches_upstream`'s upstream counts;
 - the last 10 publishes of `orders` (`ledger.recent`: the `recent_publishes` metadata of every write, part of
@@ -213,8 +213,9 @@ def query_paths(side: Side) -> dict[str, Callable[[], object]]:
         "idem ledger --limit": lambda: cli.ledger_rows(conn, names, None, LEDGER_LIMIT),
         "idem verify (lake)": lambda: published_entries(lake_sink, conn, side.raw_orders, [WRITE_DAY]),
         "idem verify (postgres)": lambda: published_entries(pg_sink, conn, side.orders, [VERIFY_DAY]),
-        "late-data sensor query": lambda: ledger.latest_entries(conn, SERVICE_REQUESTS, late_data_days(), "postgres"),
-        "idem run summary": lambda: cli.summary_rows(conn, [RAW_ORDERS, ORDERS, SERVICE_REQUESTS], WEEK),
+        "late-data sensor query": lambda: ledger.latest_entries(
+            conn, SERVICE_REQUESTS, late_data_days(), pg_sink.name, pg_sink.store(side.requests)),
+        "idem run summary": lambda: cli.summary_rows(conn, [RAW_ORDERS, ORDERS, SERVICE_REQUESTS], WEEK, "run-recent-0"),
         "checks: last published days": lambda: ledger.last_partitions(
             conn, ORDERS, pg_sink.name, pg_sink.store(side.orders), len(WEEK)),
         "checks: upstream row counts": lambda: published_entries(lake_sink, conn, side.raw_orders, WEEK),

@@ -6,7 +6,8 @@
     idem run [--days 7] [-m MODULE | -f FILE] [--select ASSET ...]
                                   materialize the last N days as ONE --partition-range run (default: the
                                   example's people pipeline, or every idem asset of the code location given),
-                                  then print a per-partition summary (rows, fingerprint) from the ledger
+                                  then print what that run published, per partition (rows, fingerprint),
+                                  from the ledger
     idem simulate-311 [--days 14 --seed 1 | --update DAY...]
                                   fill the 311 source system (source.service_requests), or update past days
     idem ledger [ASSET] [-m MODULE | -f FILE] [--partition DAY | --range A...B] [--limit 1000] [--json]
@@ -92,14 +93,18 @@ def _location(args: argparse.Namespace) -> Location:
 
 
 def summary_rows(
-    conn, assets: Sequence[str], days: Sequence[str]
-) -> tuple[list[ledger.LedgerEntry], str | None]:
-    """The last publish of each (day, asset, sink) of `assets` and `days`, by day and the assets' order, and the
-    run that wrote the newest of them (the run to report). One query, on these assets' days only."""
+    conn, assets: Sequence[str], days: Sequence[str], run_id: str
+) -> tuple[list[ledger.LedgerEntry], str]:
+    """What run `run_id` (the run `idem run` launched) published of `assets` and `days`: the last row of each
+    (day, asset, sink), by day and the assets' order, and the run to report. One query, on these assets' days only.
+
+    By the run, not by "the newest row of each day": the ledger may be shared by deployments that write the same
+    assets into other stores (another warehouse schema or lake root, or a search cluster of their own, whose store
+    is the same read alias), and their later publish of a day would be reported as this run's. The run id names
+    exactly what this command wrote, in whichever sinks and stores its code location writes to."""
     order = {asset: i for i, asset in enumerate(assets)}
-    rows = ledger.latest_by_asset(conn, assets, days)
-    newest = max(rows, key=lambda e: e.id, default=None)
-    return sorted(rows, key=lambda e: (e.partition, order[e.asset], e.sink)), newest.run_id if newest else None
+    rows = ledger.latest_by_asset(conn, assets, days, run_id)
+    return sorted(rows, key=lambda e: (e.partition, order[e.asset], e.sink)), run_id
 
 
 def ledger_rows(
@@ -118,15 +123,24 @@ def print_summary(rows: Sequence[ledger.LedgerEntry], run_id: str | None = None)
         print(f"\nthis run changed {sum(e.changed for e in mine)} of {len(mine)} partitions")
 
 
-def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run a dagster command; on a terminal its publish lines are shown as progress. Returns (exit, output tail)."""
+# Every line Dagster's console logger prints for a run's event: `<time> - dagster - <LEVEL> - <job> - <run id> - ...`
+_RUN_LINE = re.compile(r" - dagster - [A-Z]+ - \S+ - ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) - ")
+
+
+def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str, str | None]:
+    """Run a dagster command; on a terminal its publish lines are shown as progress. Returns (exit, output tail,
+    the id of the run it executed, from its log lines: `dagster asset materialize` takes no tags and prints no
+    other trace of the run, and the id is what tells this run's ledger rows from others' in `idem run`'s summary)."""
     tail: list[str] = []
+    run_id = None
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             tail = (tail + [line])[-200:]
+            if run_id is None and (found := _RUN_LINE.search(line)):
+                run_id = found.group(1)
             if ": published " in line or "STEP_FAILURE" in line:
                 _progress("  " + line.strip()[-200:])
-    return proc.returncode, "".join(tail)
+    return proc.returncode, "".join(tail), run_id
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -143,14 +157,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         "--select", selection, "--partition-range", f"{days[0]}...{days[-1]}",
     ]
     print("  " + " ".join(command), flush=True)
-    code, output = _run_streaming(command, services.env())
+    code, output, run_id = _run_streaming(command, services.env())
     if code != 0:
         sys.stderr.write(output[-8000:])
         print(f"\nmaterialization failed (exit {code}); the log above names the asset and partition")
         return code
-    with PostgresResource(dsn=services.pg_dsn).connect() as conn:
-        rows, last_run = summary_rows(conn, selection.split(","), days)
-    print_summary(rows, last_run)
+    if run_id is None:
+        print("\nno summary: dagster's output did not name the run (its console log level hides run events); "
+              "`idem ledger` lists the publishes")
+    else:
+        with PostgresResource(dsn=services.pg_dsn).connect() as conn:
+            rows, run_id = summary_rows(conn, selection.split(","), days, run_id)
+        print_summary(rows, run_id)
     print("\nOpen the UI (webserver + daemon) on the same instance:")
     print("  make dev        # then http://127.0.0.1:3000")
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from idem_platform import partitions
+from idem_platform.storage import ledger
 from idem_platform_tests.cli_runs import BIN, run
 
 
@@ -47,6 +49,34 @@ def test_idem_run_twice_prints_identical_rows_and_fingerprints(cli_env):
     migrated = run([str(BIN / "idem"), "search-migrate", "-m", "idem_platform.definitions"], cli_env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert "people_search: moved 0 day(s) into period indices; physical indices 1 -> 1" in migrated.stdout
+
+
+@pytest.mark.slow
+def test_idem_run_summary_shows_what_this_run_wrote_on_a_shared_ledger(cli_env):
+    """Another deployment shares the ledger and writes the same assets into stores of its own: its rows of the
+    same days are the newest (ids above any this run gets, as if it published them after this run). The summary
+    shows this run's rows, never theirs."""
+    days = partitions.last_n_days(2)
+    elsewhere = [("raw_people", "lake"), ("people", "postgres"), ("people_search", "elasticsearch")]
+    with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
+        ledger.ensure_ledger(conn)
+        for n, ((asset, sink), day) in enumerate((a, d) for a in elsewhere for d in days):
+            conn.execute(
+                """INSERT INTO idem.ledger (id, asset, partition, sink, store, location, run_id, row_count, fingerprint,
+                                            changed)
+                   VALUES (%s, %s, %s, %s, %s, 'elsewhere', 'run-elsewhere', 7, 'fp-elsewhere', true)""",
+                (10**15 + n, asset, day, sink, f"elsewhere.{asset}"),
+            )
+    try:
+        result = run([str(BIN / "idem"), "run", "--days", "2"], cli_env)
+    finally:
+        with psycopg.connect(cli_env["IDEM_PG_DSN"]) as conn:
+            conn.execute("DELETE FROM idem.ledger WHERE run_id = 'run-elsewhere'")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = summary(result.stdout)
+    assert len(rows) == 6, result.stdout  # 2 days x (raw_people, people, people_search), this run's
+    assert not [line for line in rows if "fp-elsewhere" in line], result.stdout
+    assert "of 6 partitions" in result.stdout
 
 
 @pytest.mark.slow

@@ -328,37 +328,53 @@ def recent(conn: psycopg.Connection, asset: str, sink: str, store: str, limit: i
 
 
 def latest_entries(
-    conn: psycopg.Connection, asset: str, days: Sequence[str], sink: str | None = None
+    conn: psycopg.Connection, asset: str, days: Sequence[str], sink: str | None = None, store: str | None = None
 ) -> dict[str, LedgerEntry]:
-    """The last confirmed ledger row of each of `days` of `asset` (optionally in one sink), in any store; days
-    never published are absent. One query on `ledger_by_day`, whatever the ledger holds besides."""
+    """The last confirmed ledger row of each of `days` of `asset` (optionally in one sink, and in one store); days
+    never published are absent. One query on `ledger_by_day`, whatever the ledger holds besides.
+
+    Without `store` it is the last publish in *any* store: on a ledger shared by deployments that write the asset
+    into different stores (`warehouse.orders`, `other.orders`), another deployment's. A reader that means its own
+    deployment's publishes (the late-data sensor) names the store its IO manager writes to."""
     if not ledger_exists(conn):
         return {}
-    sink_filter = sql.SQL("AND sink = %s") if sink is not None else sql.SQL("")
-    match, params = _days_match(days)
+    conditions, params = [], []
+    for column, value in (("sink", sink), ("store", store)):
+        if value is not None:
+            conditions.append(sql.SQL("AND {} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    match, matched = _days_match(days)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
                 """SELECT DISTINCT ON (partition) {} FROM {}
                    WHERE asset = %s AND {} {} AND confirmed
                    ORDER BY partition, id DESC"""
-            ).format(_SELECTED, LEDGER, match, sink_filter),
-            (asset, *params, *([sink] if sink is not None else [])),
+            ).format(_SELECTED, LEDGER, match, sql.SQL(" ").join(conditions)),
+            (asset, *matched, *params),
         )
         return {row["partition"]: LedgerEntry(**row) for row in cur.fetchall()}
 
 
-def latest_by_asset(conn: psycopg.Connection, assets: Sequence[str], days: Sequence[str]) -> list[LedgerEntry]:
-    """The last confirmed row of each (asset, day, sink) of `assets` and `days`, by asset, day and sink."""
+def latest_by_asset(
+    conn: psycopg.Connection, assets: Sequence[str], days: Sequence[str], run_id: str
+) -> list[LedgerEntry]:
+    """The last confirmed row that run `run_id` wrote of each (asset, day, sink) of `assets` and `days`, by asset,
+    day and sink.
+
+    Only that run's rows: the newest row of a day in any store may be another deployment's (a ledger shared by
+    deployments writing the same asset into other stores), and a store alone does not tell deployments apart in
+    every sink (a search store is the read alias, the same name on two clusters); a run id names one run of one
+    instance. `ledger_by_day` finds the days of the assets; the run is a filter on them."""
     match, params = _days_match(days)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL(
                 """SELECT DISTINCT ON (asset, partition, sink) {} FROM {}
-                   WHERE asset = ANY(%s) AND {} AND confirmed
+                   WHERE asset = ANY(%s) AND {} AND run_id = %s AND confirmed
                    ORDER BY asset, partition, sink, id DESC"""
             ).format(_SELECTED, LEDGER, match),
-            (list(assets), *params),
+            (list(assets), *params, run_id),
         )
         return [LedgerEntry(**row) for row in cur.fetchall()]
 

@@ -672,6 +672,14 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     @abc.abstractmethod
     def sink(self) -> PartitionSink: ...
 
+    def store_of(self, assets_def: dg.AssetsDefinition, key: dg.AssetKey | None = None) -> str:
+        """Where this IO manager keeps the asset (`key`, default the definition's only key): the ledger's `store`
+        of its publishes, e.g. `warehouse.service_requests`. Deployments sharing one ledger write the same asset
+        into different stores; a reader of the ledger that means this deployment's publishes filters on it
+        (`published_partitions(..., store=...)`). Taken from the asset's definition, as a write takes it."""
+        key = key or assets_def.key
+        return self.sink().store(AssetTarget.from_metadata(key.to_user_string(), assets_def.specs_by_key[key].metadata))
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         target = AssetTarget.from_metadata(context.asset_key.to_user_string(), context.definition_metadata)
         if not context.has_asset_partitions:

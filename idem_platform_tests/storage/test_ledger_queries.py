@@ -6,8 +6,9 @@ Then each hot query, captured as the platform sends it, is explained on a ledger
 generated rows: it must use the ledger's indexes (no Seq Scan of `idem.ledger`); the assertion is on the plan, never
 on time (benchmarks/bench_ledger_scale.py measures the time).
 
-The `row_count_matches_upstream` check reads the upstream's count in the upstream's own sink and store: two
-deployments sharing one ledger must not read each other's counts.
+The `row_count_matches_upstream` check reads the upstream's count in the upstream's own sink and store, the
+late-data sensor its own store's publishes, the `idem run` summary its own run's: two deployments sharing one
+ledger must not read each other's.
 """
 
 import json
@@ -66,6 +67,12 @@ def test_latest_entries_as_before(mixed_ledger):
                     if sink is None or e.sink == sink:
                         before[e.partition] = e
                 assert ledger.latest_entries(conn, asset, days, sink) == before
+                for store in STORES:  # ... and in one store: the rows of the other store are not there
+                    in_store = {}
+                    for e in ledger.history(conn, asset=asset, days=days):
+                        if (sink is None or e.sink == sink) and e.store == store:
+                            in_store[e.partition] = e
+                    assert ledger.latest_entries(conn, asset, days, sink, store) == in_store
 
 
 def test_latest_confirmed_and_pending_intents_as_before(mixed_ledger):
@@ -97,14 +104,45 @@ def test_idem_ledger_and_run_summary_as_before(mixed_ledger):
             for limit in (1, 7, 10_000):
                 assert cli.ledger_rows(conn, names, only_days, limit) == before[-limit:]
         assert cli.ledger_rows(conn, [], None, 5) == []
-        # the summary: the last row of each (day, asset, sink), in the assets' order; the run of the newest
-        latest = {}
-        for e in everything:
-            if e.partition in days and e.asset in names:
-                latest[(e.partition, e.asset, e.sink)] = e
-        rows, run = cli.summary_rows(conn, names, days)
-        assert rows == sorted(latest.values(), key=lambda e: (e.partition, names.index(e.asset), e.sink))
-        assert run == max(latest.values(), key=lambda e: e.id).run_id
+        # the summary: the last row the run wrote of each (day, asset, sink), in the assets' order
+        for run_id in {e.run_id for e in everything if e.partition in days and e.asset in names}:
+            latest = {}
+            for e in everything:
+                if e.partition in days and e.asset in names and e.run_id == run_id:
+                    latest[(e.partition, e.asset, e.sink)] = e
+            rows, run = cli.summary_rows(conn, names, days, run_id)
+            assert rows == sorted(latest.values(), key=lambda e: (e.partition, names.index(e.asset), e.sink))
+            assert run == run_id
+
+
+def test_a_later_publish_in_another_store_is_not_this_deployments(postgres):
+    """A shared ledger: this deployment (store `warehouse.orders`, run `run-mine`) published two days; another
+    deployment (`other.orders`, `run-other`) published the first of them again later, and a third day this
+    deployment never published. Read by store, the first day is still this deployment's publish and the third is
+    absent; the summary of this deployment's run shows its own rows only."""
+    mine, other = "warehouse.orders", "other.orders"
+    days = DAYS[:3]
+
+    def publish(day, store, run_id, n):
+        ledger.record(conn, [ledger.LedgerEntry(
+            asset="orders", partition=day, sink="postgres", location=f"{store}?partition_date={day}", run_id=run_id,
+            row_count=n, fingerprint=f"fp-{n}", previous_fingerprint=None, store=store)])
+
+    with postgres.connect() as conn:
+        ledger.ensure_ledger(conn)
+        publish(days[0], mine, "run-mine", 1)
+        publish(days[1], mine, "run-mine", 2)
+        publish(days[0], other, "run-other", 3)
+        publish(days[2], other, "run-other", 4)
+        conn.commit()
+        ours = ledger.latest_entries(conn, "orders", days, "postgres", mine)
+        assert {d: (e.store, e.run_id, e.row_count) for d, e in ours.items()} == {
+            days[0]: (mine, "run-mine", 1), days[1]: (mine, "run-mine", 2)}
+        # without a store, as before: the newest publish in any store
+        assert ledger.latest_entries(conn, "orders", days, "postgres")[days[0]].store == other
+        rows, run = cli.summary_rows(conn, ["orders"], days, "run-mine")
+        assert [(e.partition, e.store, e.row_count) for e in rows] == [(days[0], mine, 1), (days[1], mine, 2)]
+        assert run == "run-mine"
 
 
 def test_recent_as_before(mixed_ledger):
@@ -165,8 +203,9 @@ HOT = {
     "latest_confirmed (previous fingerprint of a write)": lambda c: ledger.latest_confirmed(c, "asset_7", "lake", DAYS_2025[:1], "store_1"),
     "pending_intents (lake and index writes, verify)": lambda c: ledger.pending_intents(c, "asset_7", "lake", DAYS_2025, "store_1"),
     "latest_entries (late-data sensor)": lambda c: ledger.latest_entries(c, "asset_7", DAYS_2025, "postgres"),
+    "latest_entries in one store (late-data sensor)": lambda c: ledger.latest_entries(c, "asset_7", DAYS_2025, "postgres", "store_1"),
     "latest_entries in any sink (published_partitions)": lambda c: ledger.latest_entries(c, "asset_7", DAYS_2025),
-    "idem run summary": lambda c: cli.summary_rows(c, ["asset_7", "asset_8", "asset_9"], DAYS_2025[:7]),
+    "idem run summary": lambda c: cli.summary_rows(c, ["asset_7", "asset_8", "asset_9"], DAYS_2025[:7], "run-150"),
     "idem ledger --range": lambda c: cli.ledger_rows(c, ["asset_7", "asset_8"], DAYS_2025[:7]),
     "idem ledger ASSET": lambda c: cli.ledger_rows(c, ["asset_7"], None, 100),
     "idem ledger": lambda c: cli.ledger_rows(c, [f"asset_{n}" for n in range(20)], None, 100),
@@ -200,6 +239,8 @@ EXACT = {
     "recent publishes (metadata of every write)": "ledger_by_asset",
     "latest_confirmed (previous fingerprint of a write)": "ledger_by_day",
     "last published days (checks)": "ledger_by_day",
+    "latest_entries in one store (late-data sensor)": "ledger_by_day",
+    "idem run summary": "ledger_by_day",
 }
 
 

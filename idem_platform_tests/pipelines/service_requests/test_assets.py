@@ -17,6 +17,7 @@ from idem_platform.pipelines.service_requests.assets import (
     split_location,
 )
 from idem_platform.resources import PostgresResource
+from idem_platform.storage.postgres_store import PostgresPartitionIOManager
 
 DAYS = partitions.last_n_days(3)  # recent days: inside the late-data sensor's look-back window
 
@@ -113,22 +114,48 @@ def test_coordinates_are_split_and_validated():
 
 def test_late_data_sensor_requests_exactly_the_changed_days_once(pg_dsn, resources, source):
     # nothing published yet: every simulated day is requested
-    assert sorted(late_data.days_to_refresh(source, resources["postgres"])) == DAYS
+    assert sorted(late_data.days_to_refresh(source, resources["warehouse_io"])) == DAYS
     for day in DAYS:
         materialize([service_requests], resources, day)
-    assert late_data.days_to_refresh(source, resources["postgres"]) == {}
+    assert late_data.days_to_refresh(source, resources["warehouse_io"]) == {}
     with psycopg.connect(pg_dsn) as conn:
         source_311.update_requests(conn, [DAYS[1]], seed=7)
-    assert list(late_data.days_to_refresh(source, resources["postgres"])) == [DAYS[1]]
+    assert list(late_data.days_to_refresh(source, resources["warehouse_io"])) == [DAYS[1]]
     with dg.instance_for_test() as instance:
         defs = dg.Definitions(assets=[service_requests], sensors=[late_data.late_data_sensor], resources=resources)
-        context = dg.build_sensor_context(instance=instance, definitions=defs,
-                                          resources={"source_db": source, "postgres": resources["postgres"]})
-        result = late_data.late_data_sensor.evaluate_tick(context)
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+            result = late_data.late_data_sensor.evaluate_tick(context)
     [request] = result.run_requests
     updated = warehouse(pg_dsn, "SELECT max(updated_at) FROM source.service_requests WHERE created_at >= %s AND created_at < %s",
                         *partitions.partition_window(DAYS[1]))[0][0]
     assert (request.partition_key, request.run_key) == (DAYS[1], f"service_requests:{DAYS[1]}:{updated.isoformat()}")
+
+
+def sensor_requests(resources) -> dict[str, str]:
+    """{day: run_key} of one tick of the late-data sensor with these resources."""
+    with dg.instance_for_test() as instance:
+        defs = dg.Definitions(assets=[service_requests], sensors=[late_data.late_data_sensor], resources=resources)
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+            result = late_data.late_data_sensor.evaluate_tick(context)
+    return {request.partition_key: request.run_key for request in result.run_requests or []}
+
+
+def test_late_data_sensor_reads_its_own_deployments_publishes_on_a_shared_ledger(pg_dsn, resources, postgres):
+    """Two deployments share one ledger and write service_requests into their own warehouse schemas. This one
+    published two days; the source changed one of them; then the other deployment published that day and a third
+    day (later: newer ledger rows, published after the change). This deployment's sensor must still request the
+    changed day (its own publish is older than the change) and the day it never published."""
+    other = {**resources, "warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema="warehouse_other")}
+    for day in DAYS[:2]:
+        materialize([service_requests], resources, day)
+    assert sorted(sensor_requests(resources)) == [DAYS[2]]
+    with psycopg.connect(pg_dsn) as conn:
+        source_311.update_requests(conn, [DAYS[1]], seed=7)
+    for day in DAYS[1:]:
+        materialize([service_requests], other, day)
+    assert sorted(sensor_requests(resources)) == DAYS[1:]
+    assert sorted(late_data.days_to_refresh(resources["source_db"], resources["warehouse_io"])) == DAYS[1:]
+    assert sorted(sensor_requests(other)) == [DAYS[0]]  # and the other deployment's sensor reads its own
 
 
 def test_rematerializing_a_day_leaves_warehouse_index_and_summary_identical(resources, postgres, es):
