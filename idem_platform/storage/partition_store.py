@@ -438,7 +438,7 @@ def _write_locked(sink, postgres, conn, target, days, frame, run_id, checked, kn
     # the stage instead of after it.
     staged = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-changed") as pool:
-        changes = pool.submit(lambda: changed_days(sink, target, write, checked(), published, proven=set(kept) if known else None))
+        changes = pool.submit(lambda: changed_days(sink, target, write, checked(), published, ask_sink=known is None))
         try:
             if write:
                 staged = sink.stage(conn, target, write, rows, run_id)
@@ -520,18 +520,16 @@ def identical_and_untouched(
 
 def changed_days(
     sink: PartitionSink, target: AssetTarget, days: Sequence[str], digests: dict[str, PartitionDigest],
-    published: dict[str, ledger.LedgerEntry], proven: set[str] | None = None,
+    published: dict[str, ledger.LedgerEntry], ask_sink: bool = True,
 ) -> set[str]:
     """The days this write changes in the sink: those whose ledger fingerprint differs from the new one, and
     those where the ledger says "unchanged" but the sink no longer holds what was published (drift a rerun
-    repairs). Of the latter, the days the sink proves untouched since their publish (`untouched_since_publish`, or
-    `proven` when the caller asked already) are not read; the others are read back, under the partition lock,
-    before the publish."""
+    repairs). Of the latter, the days the sink proves untouched since their publish (`untouched_since_publish`)
+    are not read; the others are read back, under the partition lock, before the publish. `ask_sink=False`: the
+    caller asked for the proof already (`identical_and_untouched`) and `days` are the ones that failed it."""
     changed = {d for d in days if d not in published or published[d].fingerprint != digests[d].fingerprint}
     same = [d for d in days if d not in changed]
-    if same and proven is not None:  # asked already (`identical_and_untouched`): these days failed the proof
-        same = [d for d in same if d not in proven]
-    elif same:
+    if same and ask_sink:
         try:
             untouched = sink.untouched_since_publish(target, {d: published[d] for d in same})
         except Exception:  # noqa: BLE001 - no proof (a dropped table...): read back, below
