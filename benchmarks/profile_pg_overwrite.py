@@ -114,11 +114,11 @@ def instrument() -> None:
     PostgresTableSink._ensure_day_partitions = timed("ensure", PostgresTableSink._ensure_day_partitions)
     PostgresTableSink._delete_days = timed("delete", PostgresTableSink._delete_days)
     PostgresTableSink._add_day_constraints = timed("constraints", PostgresTableSink._add_day_constraints)
-    postgres_store.copy_frame = timed("copy", postgres_store.copy_frame)
-    original_chunks = postgres_store.csv_chunks
+    postgres_store.copy_parts = timed("copy", postgres_store.copy_parts)
+    original_parts = postgres_store.csv_parts
 
-    def csv_chunks(*args, **kwargs):
-        chunks = original_chunks(*args, **kwargs)
+    def csv_parts(*args, **kwargs):
+        chunks = original_parts(*args, **kwargs)
         while True:
             start = time.perf_counter()
             try:
@@ -129,7 +129,7 @@ def instrument() -> None:
                 add("encode", time.perf_counter() - start)
             yield chunk
 
-    postgres_store.csv_chunks = csv_chunks
+    postgres_store.csv_parts = csv_parts
     psycopg.Connection.commit = timed("commit", psycopg.Connection.commit)
 
 

@@ -38,7 +38,7 @@ import dagster as dg
 
 from . import settings
 from ._warnings import quiet_dagster_warnings
-from .check_records import day_evaluation, latest_materializations
+from .check_records import day_evaluation, latest_materializations, log_evaluations
 
 from .storage import ledger
 from .storage.fingerprint import ALGORITHM, PartitionDigest, partition_digests
@@ -61,10 +61,10 @@ def _report(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, name: str,
     op_context = context.op_execution_context
     if len(per_day) > 1 or not op_context.has_partition_key:
         targets = latest_materializations(context.instance, key, list(per_day))
-        for day, (passed, metadata) in per_day.items():
-            op_context.log_event(day_evaluation(
-                key, name, day, passed, metadata, targets.get(day), severity.get(day, dg.AssetCheckSeverity.ERROR)
-            ))
+        log_evaluations(op_context, [
+            day_evaluation(key, name, day, passed, metadata, targets.get(day), severity.get(day, dg.AssetCheckSeverity.ERROR))
+            for day, (passed, metadata) in per_day.items()
+        ])
     failed = {day: metadata for day, (passed, metadata) in per_day.items() if not passed}
     if not (op_context.has_partition_key or op_context.has_partition_key_range):
         # A run without partitions: Dagster cannot turn an AssetCheckResult into an evaluation there (it looks

@@ -84,11 +84,6 @@ VARIABLES: tuple[Variable, ...] = (
              "Dagster's `DAGSTER_EVENT_BATCH_SIZE` (unless set) for the processes that load a code location made by "
              "`idem_definitions`: a range run stores its per-day planned and materialization events in batches of "
              "this many instead of one at a time (~3 s of a 365-day run); `0`: Dagster's default"),
-    Variable("IDEM_ASYNC_CHECK_COMMITS", "`true`",
-             "the platform's Dagster event log commits asset check evaluations without waiting for the WAL flush "
-             "(`synchronous_commit = off` on their connections; Dagster stores them one at a time: ~2.5 s of a "
-             "365-day run); the step's end event, committed normally after them, makes them durable; `false`: "
-             "dagster-postgres' synchronous commits"),
     Variable("IDEM_FAULT", "", "tests only: crash a write at `[<sink>:]<point>` (see `storage/faults.py`)"),
     Variable("IDEM_FAULT_ASSET", "", "tests only: crash only writes of this asset"),
     Variable("IDEM_FAULT_MODE", "`exit`", "tests only: `exit` (`os._exit(137)`), `kill` (SIGKILL) or `pause` (wait at the point)"),
@@ -189,7 +184,6 @@ class Settings:
     ui_port: int
     backfill_interval: int
     event_batch_size: int
-    async_check_commits: bool
 
     @property
     def embedded_dsn_file(self) -> Path:
@@ -239,7 +233,6 @@ def current() -> Settings:
         ui_port=_number("IDEM_UI_PORT", 3000),
         backfill_interval=_number("IDEM_BACKFILL_INTERVAL_SECONDS", 5) or 5,
         event_batch_size=_number("IDEM_EVENT_BATCH_SIZE", 1000),
-        async_check_commits=_flag("IDEM_ASYNC_CHECK_COMMITS", True),
     )
 
 
@@ -257,6 +250,14 @@ def apply_dagster_defaults() -> None:
     size = current().event_batch_size
     if size > 0 and DAGSTER_EVENT_BATCH_SIZE not in os.environ:
         os.environ[DAGSTER_EVENT_BATCH_SIZE] = str(size)
+
+
+def dagster_event_batch_size() -> int:
+    """Dagster's event batch size in this process (`DAGSTER_EVENT_BATCH_SIZE`, 0: no batching), as Dagster reads it."""
+    try:
+        return max(0, int(os.environ.get(DAGSTER_EVENT_BATCH_SIZE, "0") or 0))
+    except ValueError:
+        return 0
 
 
 def markdown_table() -> str:

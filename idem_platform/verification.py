@@ -278,7 +278,7 @@ class VerifyConfig(dg.Config):
 )
 def verify_partitions_op(context: dg.OpExecutionContext, config: VerifyConfig):
     # The code location this job was loaded from: verify_job verifies that location's assets, whichever it is.
-    from .check_records import unverified_evaluations, verdict_evaluations
+    from .check_records import log_evaluations, unverified_evaluations, verdict_evaluations
 
     location = context.repository_def
     days = asset_days(location, config.asset, config.partitions, config.partition_range)
@@ -288,11 +288,9 @@ def verify_partitions_op(context: dg.OpExecutionContext, config: VerifyConfig):
         verdicts = verify_partitions(location, config.asset, days)
     except Exception as exc:  # noqa: BLE001 - recorded on the asset as "could not verify", with its cause
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        for evaluation in unverified_evaluations(context.instance, config.asset, days, cause):
-            context.log_event(evaluation)
+        log_evaluations(context, unverified_evaluations(context.instance, config.asset, days, cause))
         raise dg.Failure(description=f"could not verify {config.asset} {_days_span(days)}: {cause}") from exc
-    for evaluation in verdict_evaluations(context.instance, verdicts):  # each day's verdict on the drift check
-        context.log_event(evaluation)
+    log_evaluations(context, verdict_evaluations(context.instance, verdicts))  # each day's verdict, on the drift check
     for verdict in verdicts:
         context.log.info(verdict.describe())
     report = {"verdicts": dg.MetadataValue.json([v.as_dict() for v in verdicts]),

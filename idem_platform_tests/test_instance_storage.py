@@ -64,54 +64,85 @@ def test_pooled_event_log_writes_events_over_one_connection(instance_dsn):
     assert len(pooled.get_records_for_run("run-pooled").records) == 50
 
 
-# -- asset check evaluations: committed without waiting for the disk, stored all the same -------------------
+# -- a range run's check evaluations: one transaction per check, every one in the partitions view ------------
 
-RANGE = ("2026-03-01", "2026-03-12")  # 12 days of `raw_people` (lake): 2 checks -> 24 evaluations per run
+RANGE = ("2026-03-01", "2026-03-12")  # 12 days of the example `raw_people` (lake): 2 checks, 24 evaluations
+CHECKS = ("unique_key", "fingerprint_matches_ledger")
+REFUSE_BATCHES = """
+CREATE OR REPLACE FUNCTION idem_test_refuse_evaluation_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF (SELECT count(*) FROM inserted WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION') > 1 THEN
+    RAISE EXCEPTION 'test: a batch of check evaluations refused';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER idem_test_refuse_evaluation_batches AFTER INSERT ON event_logs REFERENCING NEW TABLE AS inserted
+  FOR EACH STATEMENT EXECUTE FUNCTION idem_test_refuse_evaluation_batches();
+"""
 
 
-def wal_syncs(dsn: str) -> int:
-    """WAL flushes to disk the whole server did so far (pg_stat_wal, PostgreSQL >= 14); the backends of exited
-    processes have reported theirs."""
-    time.sleep(1.0)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        return conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]
-
-
-def range_run(env: dict[str, str], tmp_path, name: str, async_commits: bool) -> int:
-    """A `dagster asset materialize` range run of the example `raw_people` in a lake of its own; the server's
-    WAL flushes during it."""
-    run_env = {**env, "IDEM_LAKE_DIR": str(tmp_path / name), "IDEM_STATE_DIR": str(tmp_path / f"{name}-state"),
-               "IDEM_ASYNC_CHECK_COMMITS": str(async_commits).lower()}
-    before = wal_syncs(env["IDEM_PG_DSN"])
+def range_run(env: dict[str, str], tmp_path, name: str) -> str:
+    """A `dagster asset materialize` range run of the example `raw_people`, in a lake of its own; its run id."""
+    run_env = {**env, "IDEM_LAKE_DIR": str(tmp_path / name), "IDEM_STATE_DIR": str(tmp_path / f"{name}-state")}
     done = run(materialize_command("raw_people", partition_range="...".join(RANGE)), run_env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return wal_syncs(env["IDEM_PG_DSN"]) - before
+    with psycopg.connect(env["IDEM_PG_DSN"]) as conn:
+        return conn.execute("SELECT run_id FROM runs ORDER BY create_timestamp DESC LIMIT 1").fetchone()[0]
 
 
 def check_status(env: dict[str, str], monkeypatch) -> dict[tuple[str, str], tuple[str, bool]]:
     """(check, day) -> (latest execution status, targets the day's latest materialization): the UI's view."""
     monkeypatch.setenv("IDEM_PG_DSN", env["IDEM_PG_DSN"])  # the instance file reads its database from there
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        keys = [dg.AssetCheckKey(dg.AssetKey("raw_people"), name) for name in ("unique_key", "fingerprint_matches_ledger")]
+        keys = [dg.AssetCheckKey(dg.AssetKey("raw_people"), name) for name in CHECKS]
         infos = instance.event_log_storage.get_asset_check_partition_info(keys)
         return {(i.check_key.name, i.partition_key): (i.latest_execution_status.value, i.is_current)
                 for i in infos if i.partition_key}
 
 
-def test_a_range_runs_check_evaluations_skip_the_disk_wait_and_all_land_in_the_partitions_view(instance_env, tmp_path, monkeypatch):
-    dsn = instance_env["IDEM_PG_DSN"]
+def stored_evaluations(dsn: str, run_id: str) -> tuple[int, int, int, int]:
+    """(the run's per-day evaluation events, the transactions that wrote them, its executions with an evaluation,
+    all its evaluation events: the per-day ones and each check step's own result)."""
     with psycopg.connect(dsn) as conn:
-        if conn.info.server_version < 140000 or conn.execute("SHOW fsync").fetchone()[0] != "on":
-            pytest.skip("needs pg_stat_wal (PostgreSQL >= 14) and fsync on")
+        events, transactions = conn.execute(
+            """SELECT count(*), count(DISTINCT e.xmin::text) FROM event_logs e
+               JOIN asset_check_executions x ON x.evaluation_event_storage_id = e.id AND x.partition IS NOT NULL
+               WHERE e.run_id = %s AND e.dagster_event_type = 'ASSET_CHECK_EVALUATION'""",
+            (run_id,)).fetchone()
+        executions = conn.execute(
+            """SELECT count(*) FROM asset_check_executions
+               WHERE run_id = %s AND partition IS NOT NULL AND evaluation_event_storage_id IS NOT NULL""",
+            (run_id,)).fetchone()[0]
+        every = conn.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = "
+                             "'ASSET_CHECK_EVALUATION'", (run_id,)).fetchone()[0]
+    return events, transactions, executions, every
+
+
+@pytest.fixture
+def expected_view():
     days = pd.date_range(*RANGE).strftime("%Y-%m-%d")
-    expected = {(name, day): ("SUCCEEDED", True) for name in ("unique_key", "fingerprint_matches_ledger") for day in days}
+    return {(name, day): ("SUCCEEDED", True) for name in CHECKS for day in days}
 
-    synchronous = range_run(instance_env, tmp_path, "sync", async_commits=False)
-    assert check_status(instance_env, monkeypatch) == expected
-    relaxed = range_run(instance_env, tmp_path, "async", async_commits=True)
-    assert check_status(instance_env, monkeypatch) == expected  # the second run's evaluations, every one current
 
-    # Dagster stores each of the 24 evaluations on its own: an INSERT and an UPDATE, each waiting for a flush,
-    # unless the platform's event log commits them without waiting (the rest of the two runs is the same work)
-    assert synchronous - relaxed >= len(expected), (synchronous, relaxed)
+def test_a_range_runs_check_evaluations_are_stored_one_transaction_per_check_and_all_shown(
+        instance_env, tmp_path, monkeypatch, expected_view):
+    run_id = range_run(instance_env, tmp_path, "batched")
+    assert check_status(instance_env, monkeypatch) == expected_view
+    # 24 evaluation events, each linked to its execution row, written by 2 transactions (one per check step);
+    # Dagster's own path writes each in transactions of its own
+    assert stored_evaluations(instance_env["IDEM_PG_DSN"], run_id) == (24, 2, 24, 26)
+
+
+def test_a_refused_batch_of_evaluations_leaves_nothing_half_stored_and_each_is_stored_once(
+        instance_env, tmp_path, monkeypatch, expected_view):
+    dsn = instance_env["IDEM_PG_DSN"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(REFUSE_BATCHES)
+    try:
+        run_id = range_run(instance_env, tmp_path, "refused")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER idem_test_refuse_evaluation_batches ON event_logs")
+    assert check_status(instance_env, monkeypatch) == expected_view
+    # the batch rolled back whole (no event of it left behind); Dagster then stored each evaluation on its own, once
+    assert stored_evaluations(dsn, run_id) == (24, 24, 24, 26)

@@ -128,28 +128,48 @@ class SwapLockTimeout(RuntimeError):
     """The day's partition could not be swapped in: readers or writers kept the table locked too long."""
 
 
-def csv_chunks(frame: pd.DataFrame, chunk_rows: int = COPY_CHUNK_ROWS) -> Iterator[bytes]:
-    """The frame as COPY-ready CSV, chunk by chunk: nulls unquoted-empty, empty strings quoted."""
+def csv_parts(frame: pd.DataFrame, lengths: Sequence[int], chunk_rows: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The frame as COPY-ready CSV (nulls unquoted-empty, empty strings quoted), cut into parts of `lengths`
+    consecutive rows: (part index, CSV bytes) chunk by chunk, in order. The frame goes to Arrow one chunk of
+    `chunk_rows` (default COPY_CHUNK_ROWS) at a time and each part is a zero-copy slice of it: 365 parts of
+    1,000 rows encode as fast as one of 365,000 (converting each day's rows on their own costs ~2x)."""
+    chunk_rows = chunk_rows or COPY_CHUNK_ROWS
     options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+    ends = np.cumsum(lengths)
+    part = 0
     for start in range(0, len(frame), chunk_rows):
         table = pa.Table.from_pandas(frame.iloc[start : start + chunk_rows], preserve_index=False)
-        buf = io.BytesIO()
-        pa_csv.write_csv(table, buf, options)
-        yield buf.getvalue()
+        at, stop = start, start + table.num_rows
+        while at < stop:
+            while ends[part] <= at:  # parts of no rows
+                part += 1
+            until = min(stop, int(ends[part]))
+            buf = io.BytesIO()
+            pa_csv.write_csv(table.slice(at - start, until - at), buf, options)
+            yield part, buf.getvalue()
+            at = until
 
 
-def copy_frame(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.DataFrame, asset: str) -> int:
-    """COPY the frame as CSV, encoded by a producer thread one chunk ahead of the server; the row count COPY
+def csv_chunks(frame: pd.DataFrame, chunk_rows: int | None = None) -> Iterator[bytes]:
+    """The whole frame as COPY-ready CSV, chunk by chunk (`csv_parts` with one part)."""
+    for _, chunk in csv_parts(frame, [len(frame)], chunk_rows):
+        yield chunk
+
+
+def copy_parts(cur: psycopg.Cursor, statements: Sequence[sql.Composable], frame: pd.DataFrame,
+               lengths: Sequence[int], asset: str) -> list[int]:
+    """COPY consecutive parts of the frame, `lengths[i]` rows by `statements[i]` (each day straight into its own
+    partition), as CSV encoded by one producer thread a chunk ahead of the server; the row count each COPY
     reports. A failed COPY stops the producer; an encoding error is raised here."""
     chunks: queue.Queue = queue.Queue(maxsize=COPY_QUEUE_CHUNKS)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for chunk in csv_chunks(frame):
+            for item in csv_parts(frame, lengths):
                 while not stop.is_set():
                     try:
-                        chunks.put(chunk, timeout=0.1)
+                        chunks.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -159,19 +179,33 @@ def copy_frame(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.DataFra
         except BaseException as exc:  # handed to the writer, which raises it
             chunks.put(exc)
 
+    def next_chunk():
+        item = chunks.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
     producer = threading.Thread(target=produce, name="idem-csv-encoder", daemon=True)
     producer.start()
+    counts = []
     try:
-        with cur.copy(statement) as copy:
-            while (item := chunks.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                copy.write(item)
-                fault_point("postgres", "mid_stage", asset)
+        item = next_chunk()
+        for part, statement in enumerate(statements):
+            with cur.copy(statement) as copy:
+                while item is not None and item[0] == part:
+                    copy.write(item[1])
+                    fault_point("postgres", "mid_stage", asset)
+                    item = next_chunk()
+            counts.append(cur.rowcount)
     finally:
         stop.set()
         producer.join()
-    return cur.rowcount
+    return counts
+
+
+def copy_frame(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.DataFrame, asset: str) -> int:
+    """COPY the whole frame by one statement (`copy_parts` with one part); the row count COPY reports."""
+    return copy_parts(cur, [statement], frame, [len(frame)], asset)[0]
 
 
 @dataclass
@@ -409,9 +443,15 @@ class PostgresTableSink(PartitionSink):
             if staged.in_place:
                 self._ensure_day_partitions(cur, target, staged.in_place, run_id)
                 self._delete_days(cur, target, staged.in_place)
-                small = _rows_of(frame, [rows[d] for d in staged.in_place])
-                if len(small):
-                    copy_frame(cur, copy_into(self.table(target)), small, target.asset)
+                # Each day's rows straight into its partition: routing 365 days' rows through the parent cost
+                # the server ~2x the COPY itself. Looked up after the DELETE, whose lock on the parent keeps
+                # every partition of the table in place until COMMIT.
+                with_rows = [d for d in staged.in_place if count(d)]
+                partitions = self._day_partitions(cur, target, with_rows) if with_rows else {}
+                copy_parts(
+                    cur, [copy_into(partitions.get(d, self.table(target))) for d in with_rows],
+                    _rows_of(frame, [rows[d] for d in with_rows]), [count(d) for d in with_rows], target.asset,
+                )
             for day in (d for d in days if swap_all):
                 stage = self.stage_name(target, day, run_id)
                 self._create_day_table(cur, target, day, stage)

@@ -101,8 +101,7 @@ def _faulted_then_retried(spec: StoreSpec, resources: dict, io_key: str, scoreca
 
 def test_postgres_connection_killed_mid_copy(make_store, scorecard, monkeypatch):
     spec = make_store("postgres")
-    monkeypatch.setattr(postgres_store, "csv_chunks",
-                        lambda frame, chunk_rows=50, _f=postgres_store.csv_chunks: _f(frame, chunk_rows=50))
+    monkeypatch.setattr(postgres_store, "COPY_CHUNK_ROWS", 50)
     resources = {"warehouse_io": PostgresPartitionIOManager(postgres=spec.postgres, db_schema=spec.schema)}
 
     def pg_terminate_backend() -> int:

@@ -11,7 +11,6 @@ child that died, the time the parent saw it gone) and what each failed with or l
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -62,8 +61,7 @@ def write_child(spec: WriteSpec, barrier=None, report=None) -> None:
         os.environ["IDEM_FAULT"] = f"{spec.store.kind}:{spec.fault}"
         os.environ["IDEM_FAULT_MODE"] = spec.fault_mode
         os.environ["IDEM_FAULT_ASSET"] = spec.store.asset
-    original = postgres_store.csv_chunks
-    postgres_store.csv_chunks = functools.partial(original, chunk_rows=spec.store.pg_copy_chunk)
+    postgres_store.COPY_CHUNK_ROWS = spec.store.pg_copy_chunk
     sink = spec.store.sink()
     frame = frame_for(spec.gen, dict(spec.rows_by_day))
     if report is not None:
