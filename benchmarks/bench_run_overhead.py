@@ -30,7 +30,6 @@ range run).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import dagster_instance, dagster_materialize, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
-from benchmarks.readings import CONTENT_ENV  # noqa: E402
+from benchmarks.readings import CONTENT_ENV, days_from, readings_parser  # noqa: E402
 
 FIRST_DAY = dt.date(2025, 1, 1)
 TARGETS = {"one day": 1.3, "range": 1.15, "range again": 1.15}
@@ -112,15 +111,12 @@ def import_seconds(env: dict[str, str], module: str, repeat: int = 3) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--rows-per-day", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = readings_parser(__doc__)
     parser.add_argument("--event-batch-size", type=int, default=None,
                         help="DAGSTER_EVENT_BATCH_SIZE for both sides (default: what the platform sets, "
                              "IDEM_EVENT_BATCH_SIZE; 0: Dagster's default, one event at a time)")
     args = parser.parse_args()
-    days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]
+    days = days_from(FIRST_DAY, args.days)
     whole = ("--partition-range", f"{days[0]}...{days[-1]}")
     runs = {"one day": ("--partition", days[len(days) // 2]), "range": whole, "range again": whole}
 

@@ -16,7 +16,6 @@ ratio = median verify / median write (target <= 1.0).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -26,17 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import fresh_database, load_average, machine, print_ratio, print_report, print_times  # noqa: E402
+from benchmarks.readings import days_from, readings_parser  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--rows-per-day", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = readings_parser(__doc__).parse_args()
     os.environ["IDEM_BENCH_ROWS_PER_DAY"] = str(args.rows_per_day)
-    first = dt.date(2025, 1, 1)
-    days = [(first + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
+    days = days_from(dt.date(2025, 1, 1), args.days)
 
     with fresh_database("idem_bench_verify") as dsn:
         os.environ["IDEM_PG_DSN"] = dsn

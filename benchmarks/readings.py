@@ -3,6 +3,8 @@ same rows for the same `IDEM_BENCH_CONTENT` (another value: other values in ever
 writes). Imports nothing of the platform, so the bare Dagster baseline (`overhead_bare_defs.py`) loads no more
 than it needs."""
 
+import argparse
+import datetime as dt
 import os
 
 import numpy as np
@@ -33,3 +35,17 @@ def day_readings(day: str, rows_per_day: int = ROWS_PER_DAY) -> pd.DataFrame:
 def daily_readings(days: list[str], rows_per_day: int = ROWS_PER_DAY) -> pd.DataFrame:
     """`rows_per_day` readings for each day."""
     return pd.concat([day_readings(day, rows_per_day) for day in days], ignore_index=True)
+
+
+def readings_parser(doc: str, days: int = 365) -> argparse.ArgumentParser:
+    """The options every readings benchmark takes (--days, --rows-per-day, --repeat); add more, then parse."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--days", type=int, default=days)
+    parser.add_argument("--rows-per-day", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser
+
+
+def days_from(first: dt.date, count: int) -> list[str]:
+    """`count` consecutive days from `first`, as partition keys."""
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range(count)]
