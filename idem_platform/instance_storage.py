@@ -10,20 +10,26 @@ engine settings dagster-postgres itself uses for the webserver (`optimize_for_we
 checked before use (`pool_pre_ping`) and recycled hourly, so a restarted server costs one failed ping, not a
 failed run. Everything else (schema, migrations, queries) is dagster-postgres' own.
 
-**A batch of check evaluations is stored in one transaction** (`store_event_batch`): the rows of the event log
-in one INSERT, then Dagster's own per-evaluation update of its check executions table, all on one connection,
-one COMMIT. Dagster stores evaluations one at a time (they are not among the events it batches): an INSERT, a
-NOTIFY, a catalog query and an UPDATE each, 4-5 ms, 1.5-2 s of a 365-day run's checks; as a batch, 0.45 s.
-`check_records.log_evaluations` logs a range run's evaluations as such a batch when this storage says it takes
-them (`stores_check_evaluation_batches`); dagster-postgres' own storage refuses them. A batch that fails rolls
-back whole, and Dagster then stores its events one at a time.
+**Two kinds of per-partition events are stored in one transaction per batch** (`store_event_batch`), where
+dagster-postgres stores them one at a time:
+- the planned events of a run (one per asset and partition, written when the run is created, ~1 s of a 365-day
+  run before its first step): their rows in one INSERT, their tags, and each asset's entry, as dagster-postgres
+  stores its batches of materializations;
+- check evaluations: their rows in one INSERT, then Dagster's own per-evaluation update of its check executions
+  table, on the same connection. One at a time, each was an INSERT, a NOTIFY, a catalog query and an UPDATE,
+  4-5 ms: 1.5-2 s of a 365-day run's checks; as a batch, ~0.45 s.
+
+Dagster sends planned events as a batch already (with `DAGSTER_EVENT_BATCH_SIZE` set, as the platform sets it);
+`check_records.log_evaluations` logs a range run's evaluations as a batch when this storage says it takes them
+(`stores_check_evaluation_batches`); dagster-postgres' own storage refuses them. A batch that fails rolls back
+whole, and Dagster then stores its events one at a time.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as db
@@ -66,19 +72,53 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         return self._has_asset_check_table
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """dagster-postgres' batches; a batch of check evaluations in one transaction (module docstring)."""
-        if not events or any(e.dagster_event_type != DagsterEventType.ASSET_CHECK_EVALUATION for e in events):
+        """dagster-postgres' batches, except two kinds it stores one event at a time, stored here in one
+        transaction each (module docstring): check evaluations, and the per-partition planned events."""
+        if not events:
             return super().store_event_batch(events)
+        if all(e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION for e in events):
+            return self._store_evaluations(events)
+        planned = [e for e in events if e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+        if len(planned) < 2:
+            return super().store_event_batch(events)
+        self._store_planned(planned)
+        rest = [e for e in events if e.dagster_event_type != DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+        if rest:  # the run's planned check events: dagster-postgres stores them
+            super().store_event_batch(rest)
+
+    @contextmanager
+    def _one_transaction(self):
+        """A connection in a transaction, which every storage call of this thread uses until it ends."""
         with create_pg_connection(self._engine) as conn:
             conn = conn.execution_options(isolation_level="READ COMMITTED")
             with conn.begin():
-                ids = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)).fetchall()
-                self._batch.connection = conn  # Dagster's own update below then runs on this connection
+                self._batch.connection = conn
                 try:
-                    for event, (event_id,) in zip(events, ids, strict=True):
-                        self.store_asset_check_event(event, int(event_id))
+                    yield conn
                 finally:
                     self._batch.connection = None
+
+    def _insert(self, conn, events: Sequence[EventLogEntry]) -> list[int]:
+        """The events' rows of the event log, in one INSERT; their ids, in order."""
+        rows = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)).fetchall()
+        return [int(event_id) for (event_id,) in rows]
+
+    def _store_evaluations(self, events: Sequence[EventLogEntry]) -> None:
+        """The event rows, then Dagster's own update of its check executions table for each."""
+        with self._one_transaction() as conn:
+            for event, event_id in zip(events, self._insert(conn, events), strict=True):
+                self.store_asset_check_event(event, event_id)
+
+    def _store_planned(self, events: Sequence[EventLogEntry]) -> None:
+        """What dagster-postgres' `store_event` does for each planned event (its row, its tags, the asset's
+        entry), as its own batch of materializations does it: the asset's entry from the asset's last event
+        (it records the run that plans the asset, the same for all of them)."""
+        with self._one_transaction() as conn:
+            ids = self._insert(conn, events)
+            self._store_asset_event_tags(conn, events, ids)
+            last = {event.dagster_event.asset_key: (event, event_id) for event, event_id in zip(events, ids, strict=True)}
+            for event, event_id in last.values():
+                self._store_asset_event(conn, event, event_id)
 
     def _connect(self):
         held = getattr(self._batch, "connection", None)

@@ -118,15 +118,33 @@ def stored_evaluations(dsn: str, run_id: str) -> tuple[int, int, int, int]:
     return events, transactions, executions, every
 
 
+def planned(env: dict[str, str], run_id: str, monkeypatch) -> tuple[int, int, str, set[str]]:
+    """(the run's planned events, the transactions that wrote them, the run the asset's entry names, the runs
+    Dagster finds as each day's latest planned materialization)."""
+    with psycopg.connect(env["IDEM_PG_DSN"]) as conn:
+        events, transactions = conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM event_logs "
+            "WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'", (run_id,)).fetchone()
+        last_run = conn.execute("SELECT last_run_id FROM asset_keys WHERE asset_key = %s",
+                                (dg.AssetKey("raw_people").to_string(),)).fetchone()[0]
+    monkeypatch.setenv("IDEM_PG_DSN", env["IDEM_PG_DSN"])
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = {instance.event_log_storage.get_latest_planned_materialization_info(dg.AssetKey("raw_people"), day).run_id
+                for day in pd.date_range(*RANGE).strftime("%Y-%m-%d")}
+    return events, transactions, last_run, runs
+
+
 @pytest.fixture
 def expected_view():
     days = pd.date_range(*RANGE).strftime("%Y-%m-%d")
     return {(name, day): ("SUCCEEDED", True) for name in CHECKS for day in days}
 
 
-def test_a_range_runs_check_evaluations_are_stored_one_transaction_per_check_and_all_shown(
+def test_a_range_runs_per_day_events_are_stored_one_transaction_per_batch_and_read_as_dagster_reads_them(
         instance_env, tmp_path, monkeypatch, expected_view):
     run_id = range_run(instance_env, tmp_path, "batched")
+    # the 12 planned events in one transaction; the asset's entry and each day's planned run as Dagster reads them
+    assert planned(instance_env, run_id, monkeypatch) == (12, 1, run_id, {run_id})
     assert check_status(instance_env, monkeypatch) == expected_view
     # 24 evaluation events, each linked to its execution row, written by 2 transactions (one per check step);
     # Dagster's own path writes each in transactions of its own

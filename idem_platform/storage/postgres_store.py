@@ -452,9 +452,10 @@ class PostgresTableSink(PartitionSink):
                     cur, [copy_into(partitions.get(d, self.table(target))) for d in with_rows],
                     _rows_of(frame, [rows[d] for d in with_rows]), [count(d) for d in with_rows], target.asset,
                 )
+            columns = self._column_definitions(cur, target) if swap_all else None
             for day in (d for d in days if swap_all):
                 stage = self.stage_name(target, day, run_id)
-                self._create_day_table(cur, target, day, stage)
+                self._create_day_table(cur, target, day, stage, columns)
                 day_frame = frame if rows[day] is None else frame.take(rows[day])
                 copied = copy_frame(cur, copy_into(sql.Identifier(self.schema_of(target), stage)), day_frame, target.asset)
                 self._add_day_constraints(cur, target, day, stage)
@@ -560,24 +561,30 @@ class PostgresTableSink(PartitionSink):
             (list(days),),
         )
 
-    def _create_day_table(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
-        """A table shaped like the asset's, made from the catalog: `CREATE TABLE ... (LIKE parent)` would hold a
-        lock on the parent until COMMIT, and two writers of different days holding it while both wait for the
-        swap's exclusive lock deadlock. Reading pg_attribute locks nothing."""
+    def _column_definitions(self, cur: psycopg.Cursor, target: AssetTarget) -> sql.Composable:
+        """The asset table's columns (names, types, NOT NULL, defaults) as a CREATE TABLE column list, read from
+        the catalog: `CREATE TABLE ... (LIKE parent)` would hold a lock on the parent until COMMIT, and two
+        writers of different days holding it while both wait for the swap's exclusive lock deadlock. Reading
+        pg_attribute locks nothing. Read once per stage, however many day tables it makes."""
         cur.execute(
             """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
             (self.table(target).as_string(cur),),
         )
-        columns = [
+        return sql.SQL(", ").join(
             sql.SQL("{} {}{}{}").format(
                 sql.Identifier(col), sql.SQL(type_), sql.SQL(" NOT NULL" if not_null else ""),
                 sql.SQL(f" DEFAULT {default}") if default else sql.SQL(""),
             )
             for col, type_, not_null, default in cur.fetchall()
-        ]
-        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(self.schema_of(target), name), sql.SQL(", ").join(columns)))
+        )
+
+    def _create_day_table(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str,
+                          columns: sql.Composable | None = None) -> None:
+        """A table shaped like the asset's (`_column_definitions`, read here unless given)."""
+        columns = columns if columns is not None else self._column_definitions(cur, target)
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(self.schema_of(target), name), columns))
 
     def _add_day_constraints(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         """The key (built in one sort over the loaded rows) and the bound that lets ATTACH skip its scan."""
@@ -625,9 +632,11 @@ class PostgresTableSink(PartitionSink):
     def _ensure_day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str], run_id: str) -> None:
         """Give every day that has none an empty partition (ATTACH takes SHARE UPDATE EXCLUSIVE: readers go on)."""
         present = self._day_partitions(cur, target, days)
-        for day in (d for d in days if d not in present):
+        missing = [d for d in days if d not in present]
+        columns = self._column_definitions(cur, target) if missing else None
+        for day in missing:
             name = self.day_partition(target, day)
-            self._create_day_table(cur, target, day, name)
+            self._create_day_table(cur, target, day, name, columns)
             self._add_day_constraints(cur, target, day, name)
             self._attach(cur, target, day, name)
 
