@@ -76,7 +76,12 @@ def day_evaluation(
 
 def log_evaluations(context: dg.OpExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]) -> None:
     """Log the evaluations in the step, as `context.log_event` does each, but as one batch of Dagster events
-    where the instance's event log stores such a batch in one transaction (see the module docstring)."""
+    where the instance's event log stores such a batch in one transaction (see the module docstring).
+
+    Dagster has no public way to log a batch: this does what `log_event` does (Dagster 1.13: build the event
+    with `DagsterEvent.from_step`, append it to the context's `_events`), with batch metadata. Where those
+    private attributes are missing (another Dagster version) it falls back to `log_event`, one by one;
+    `test_instance_storage.py` fails if the batch stops reaching the storage."""
     step = getattr(context, "_step_execution_context", None)
     logged = getattr(context, "_events", None)  # what `log_event` appends to: the step's events
     batched = (
