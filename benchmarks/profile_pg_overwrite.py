@@ -162,7 +162,7 @@ def profile_platform(dsn: str, frame, repeat: int) -> dict[str, dict[str, list[f
 
 
 def profile_server(dsn: str, frame, repeat: int) -> dict[str, list[float]]:
-    chunks = list(postgres_store.csv_chunks(frame))
+    chunks = [chunk for _, chunk in postgres_store.csv_parts(frame, [len(frame)])]
     sink = PostgresTableSink(PostgresResource(dsn=dsn), SCHEMA)
     target = AssetTarget("server_parted", MIXED, AuditRules())
     columns = plain_columns_sql(MIXED)

@@ -150,12 +150,6 @@ def csv_parts(frame: pd.DataFrame, lengths: Sequence[int], chunk_rows: int | Non
             at = until
 
 
-def csv_chunks(frame: pd.DataFrame, chunk_rows: int | None = None) -> Iterator[bytes]:
-    """The whole frame as COPY-ready CSV, chunk by chunk (`csv_parts` with one part)."""
-    for _, chunk in csv_parts(frame, [len(frame)], chunk_rows):
-        yield chunk
-
-
 def copy_parts(cur: psycopg.Cursor, statements: Sequence[sql.Composable], frame: pd.DataFrame,
                lengths: Sequence[int], asset: str) -> list[int]:
     """COPY consecutive parts of the frame, `lengths[i]` rows by `statements[i]` (each day straight into its own
@@ -441,13 +435,13 @@ class PostgresTableSink(PartitionSink):
             swap_all = self.swap_min_rows is not None and any(count(d) >= self.swap_min_rows for d in days)
             staged.in_place = [] if swap_all else list(days)
             if staged.in_place:
-                self._ensure_day_partitions(cur, target, staged.in_place, run_id)
+                partitions = self._ensure_day_partitions(cur, target, staged.in_place, run_id)
                 self._delete_days(cur, target, staged.in_place)
                 # Each day's rows straight into its partition: routing 365 days' rows through the parent cost
-                # the server ~2x the COPY itself. Looked up after the DELETE, whose lock on the parent keeps
-                # every partition of the table in place until COMMIT.
+                # the server ~2x the COPY itself. The days' partition locks keep other writers from swapping
+                # these partitions; one detached by hand meanwhile would hold rows the count through the parent
+                # (`verify_staged`) does not see, and nothing is published.
                 with_rows = [d for d in staged.in_place if count(d)]
-                partitions = self._day_partitions(cur, target, with_rows) if with_rows else {}
                 copy_parts(
                     cur, [copy_into(partitions.get(d, self.table(target))) for d in with_rows],
                     _rows_of(frame, [rows[d] for d in with_rows]), [count(d) for d in with_rows], target.asset,
@@ -629,16 +623,20 @@ class PostgresTableSink(PartitionSink):
             found.update({day: sql.Identifier(schema, name) for day, schema, name in cur.fetchall()})
         return found
 
-    def _ensure_day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str], run_id: str) -> None:
-        """Give every day that has none an empty partition (ATTACH takes SHARE UPDATE EXCLUSIVE: readers go on)."""
-        present = self._day_partitions(cur, target, days)
-        missing = [d for d in days if d not in present]
+    def _ensure_day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str],
+                               run_id: str) -> dict[str, sql.Identifier]:
+        """Give every day that has none an empty partition (ATTACH takes SHARE UPDATE EXCLUSIVE: readers go on);
+        each day's partition."""
+        partitions = self._day_partitions(cur, target, days)
+        missing = [d for d in days if d not in partitions]
         columns = self._column_definitions(cur, target) if missing else None
         for day in missing:
             name = self.day_partition(target, day)
             self._create_day_table(cur, target, day, name, columns)
             self._add_day_constraints(cur, target, day, name)
             self._attach(cur, target, day, name)
+            partitions[day] = sql.Identifier(self.schema_of(target), name)
+        return partitions
 
     def _attach(self, cur: psycopg.Cursor, target: AssetTarget, day: str, name: str) -> None:
         cur.execute(
