@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
     MIXED, fresh_database, frame_bytes, interleaved, load_average, machine, mixed_frame, plain_columns_sql,
-    print_ratio, print_report, print_times, stopwatch,
+    print_ratio, print_report, print_times, settle_server, stopwatch,
 )
 from idem_platform.resources import PostgresResource  # noqa: E402
 from idem_platform.storage.audit import AuditRules  # noqa: E402
@@ -149,7 +149,7 @@ def main() -> int:
         }
         for warm in (IN_PLACE, SWAP, SAME, RAW_OVERWRITE):  # the day each timed repetition replaces
             paths[warm]()
-        times = interleaved(paths, args.repeat, only={TO_SQL: args.to_sql_repeat})
+        times = interleaved(paths, args.repeat, only={TO_SQL: args.to_sql_repeat}, before=lambda: settle_server(dsn))
         with psycopg.connect(dsn) as conn:  # every path holds exactly the day's rows
             for name in ("mixed_in_place", "mixed_swap", "mixed_same", "raw_overwrite", "raw_keyed", "raw_plain", "plain_to_sql"):
                 loaded = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCHEMA, name))).fetchone()[0]

@@ -78,14 +78,18 @@ def stopwatch(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(paths: dict[str, Callable[[], float]], repeat: int, only: dict[str, int] | None = None) -> dict[str, list[float]]:
+def interleaved(paths: dict[str, Callable[[], float]], repeat: int, only: dict[str, int] | None = None,
+                before: Callable[[], object] | None = None) -> dict[str, list[float]]:
     """Run every path once per round, `repeat` rounds; each path returns its own elapsed seconds (so its setup
-    and cleanup stay outside the clock). `only` caps the rounds of slow paths (name -> rounds)."""
+    and cleanup stay outside the clock). `only` caps the rounds of slow paths (name -> rounds). `before` runs
+    before every path, off the clock (e.g. `settle_server`), so no path pays for the previous one's leftovers."""
     times: dict[str, list[float]] = {name: [] for name in paths}
     for round_ in range(repeat):
         for name, path in paths.items():
             if only and name in only and round_ >= only[name]:
                 continue
+            if before is not None:
+                before()
             times[name].append(path())
     return times
 
@@ -135,6 +139,16 @@ def print_report(label: str, text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- databases
+
+
+def settle_server(dsn: str) -> None:
+    """VACUUM the database and CHECKPOINT: the dead rows and dirty pages a previous large write left are cleaned
+    now, off the clock, instead of by autovacuum or a checkpoint in the middle of whichever path runs next (a
+    1M-row overwrite leaves 1M dead rows and ~300 MB of WAL: without this, one path's repetitions differed by up
+    to 40%)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM")
+        conn.execute("CHECKPOINT")
 
 
 def admin_dsn() -> str:

@@ -24,7 +24,8 @@ the audit before publish is what keeps bad data out; these checks watch what hap
 
 **A day this very run published is not read back.** Its write already proved what the checks would: the audit
 passed (key unique per day, row-count bounds) on the frame whose fingerprint the ledger records, and the staged
-rows were counted in the publishing transaction before the COMMIT (`verify_staged`). Reading a 1M-row day back
+rows were counted (the COPY's count, or a count of the staged table) in the publishing transaction before the
+COMMIT (`verify_staged`). Reading a 1M-row day back
 to hash it again doubled the cost of the write and proved nothing new; in a range run it was the largest part of
 the platform's own time. Such a day's evaluation says so (`source: this run's publish`). Every other day (a
 re-check from `recheck_job`, the drift schedule, "Execute all", a run that published nothing) is read from the

@@ -28,14 +28,18 @@ whole, and Dagster then stores its events one at a time.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as db
 import sqlalchemy.pool as db_pool
-from dagster import DagsterEventType, EventLogEntry
+from dagster import DagsterEventType, DagsterInvariantViolationError, EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_connection, create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
@@ -104,10 +108,65 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         return [int(event_id) for (event_id,) in rows]
 
     def _store_evaluations(self, events: Sequence[EventLogEntry]) -> None:
-        """The event rows, then Dagster's own update of its check executions table for each."""
+        """The event rows, then each evaluation's check execution row (the one its planned event made) updated
+        as Dagster's `_update_asset_check_evaluation` updates it, all of them by one UPDATE; an evaluation with
+        no such row (no planned event, or no run) is stored by Dagster's own code, which inserts it."""
         with self._one_transaction() as conn:
-            for event, event_id in zip(events, self._insert(conn, events), strict=True):
-                self.store_asset_check_event(event, event_id)
+            ids = self._insert(conn, events)
+            updated = self._update_check_executions(conn, events, ids)
+            for position, (event, event_id) in enumerate(zip(events, ids, strict=True)):
+                if position not in updated:
+                    self.store_asset_check_event(event, event_id)
+
+    def _update_check_executions(self, conn, events: Sequence[EventLogEntry], ids: Sequence[int]) -> set[int]:
+        """One `UPDATE ... FROM (VALUES ...)` setting what Dagster sets per evaluation (status, event, timestamp,
+        storage ids), matched on the row Dagster matches: (asset key, check name, run id, partition). The
+        positions in `events` it updated. Two rows for one evaluation is Dagster's duplicate-planned-events
+        error, raised as Dagster raises it (the batch rolls back)."""
+        if not self.supports_asset_checks:
+            return set()  # Dagster's own path says to migrate
+        rows = []
+        for position, (event, event_id) in enumerate(zip(events, ids, strict=True)):
+            evaluation = event.dagster_event.event_specific_data
+            if not event.run_id:
+                continue  # a runless evaluation: Dagster's own path inserts it
+            target = evaluation.target_materialization_data
+            rows.append((
+                position, evaluation.asset_key.to_string(), evaluation.check_name, event.run_id, evaluation.partition,
+                (AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED).value,
+                serialize_value(event), self._event_insert_timestamp(event), event_id,
+                target.storage_id if target else None,
+            ))
+        if not rows:
+            return set()
+        table = AssetCheckExecutionsTable
+        v = db.values(
+            db.column("position", db.Integer), db.column("asset_key", db.Text), db.column("check_name", db.Text),
+            db.column("run_id", db.Text), db.column("partition", db.Text), db.column("status", db.Text),
+            db.column("event", db.Text), db.column("ts", db.DateTime), db.column("event_id", db.BigInteger),
+            db.column("materialization_id", db.BigInteger), name="v",
+        ).data(rows)
+        statement = (
+            table.update()
+            .where(table.c.asset_key == v.c.asset_key, table.c.check_name == v.c.check_name,
+                   table.c.run_id == v.c.run_id, table.c.partition.is_not_distinct_from(v.c.partition))
+            .values(execution_status=v.c.status, evaluation_event=v.c.event,
+                    evaluation_event_timestamp=db.cast(v.c.ts, db.DateTime),
+                    evaluation_event_storage_id=db.cast(v.c.event_id, db.BigInteger),
+                    # a VALUES column of NULLs only is text to PostgreSQL: cast to the column's type
+                    materialization_event_storage_id=db.cast(v.c.materialization_id, db.BigInteger),
+                    partition=v.c.partition)
+            .returning(v.c.position)
+        )
+        positions = Counter(position for (position,) in conn.execute(statement))
+        duplicated = [position for position, count in positions.items() if count > 1]
+        if duplicated:
+            evaluation = events[duplicated[0]].dagster_event.event_specific_data
+            raise DagsterInvariantViolationError(
+                f"Updated {positions[duplicated[0]]} rows for asset check evaluation {evaluation.asset_check_key} "
+                "as a result of duplicate AssetCheckPlanned events."
+            )
+        return set(positions)
 
     def _store_planned(self, events: Sequence[EventLogEntry]) -> None:
         """What dagster-postgres' `store_event` does for each planned event (its row, its tags, the asset's

@@ -119,6 +119,23 @@ def stored_evaluations(dsn: str, run_id: str) -> tuple[int, int, int, int]:
     return events, transactions, executions, every
 
 
+def execution_rows_as_dagster_writes_them(dsn: str, run_id: str) -> list[tuple]:
+    """The run's per-day execution rows that differ from what Dagster's own update writes: the status from the
+    event's `passed`, the event itself (the same serialized text as its event log row), its storage id, its
+    timestamp, the day's materialization by this run. Empty when every row is as Dagster writes it."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT x.check_name, x.partition, x.execution_status, x.evaluation_event = e.event,
+                      x.evaluation_event_timestamp = e.timestamp, x.materialization_event_storage_id = m.id
+               FROM asset_check_executions x
+               JOIN event_logs e ON e.id = x.evaluation_event_storage_id
+               LEFT JOIN event_logs m ON m.run_id = x.run_id AND m.partition = x.partition
+                                     AND m.dagster_event_type = 'ASSET_MATERIALIZATION'
+               WHERE x.run_id = %s AND x.partition IS NOT NULL""", (run_id,)).fetchall()
+    assert len(rows) == 24
+    return [r for r in rows if r[2:] != ("SUCCEEDED", True, True, True)]
+
+
 def planned(env: dict[str, str], run_id: str, monkeypatch) -> tuple[int, int, str, set[str]]:
     """(the run's planned events, the transactions that wrote them, the run the asset's entry names, the runs
     Dagster finds as each day's latest planned materialization)."""
@@ -150,6 +167,7 @@ def test_a_range_runs_per_day_events_are_stored_one_transaction_per_batch_and_re
     # 24 evaluation events, each linked to its execution row, written by 2 transactions (one per check step);
     # Dagster's own path writes each in transactions of its own
     assert stored_evaluations(instance_env["IDEM_PG_DSN"], run_id) == (24, 2, 24, 26)
+    assert execution_rows_as_dagster_writes_them(instance_env["IDEM_PG_DSN"], run_id) == []
 
 
 def test_a_refused_batch_of_evaluations_leaves_nothing_half_stored_and_each_is_stored_once(
@@ -165,3 +183,4 @@ def test_a_refused_batch_of_evaluations_leaves_nothing_half_stored_and_each_is_s
     assert check_status(instance_env, monkeypatch) == expected_view
     # the batch rolled back whole (no event of it left behind); Dagster then stored each evaluation on its own, once
     assert stored_evaluations(dsn, run_id) == (24, 24, 24, 26)
+    assert execution_rows_as_dagster_writes_them(dsn, run_id) == []  # Dagster's own path: the same rows

@@ -204,11 +204,14 @@ def copy_frame(cur: psycopg.Cursor, statement: sql.Composable, frame: pd.DataFra
 
 @dataclass
 class StagedDays:
-    """What `stage` left in the open transaction: days written in place (counted by query at verify) and
-    days staged for the swap (staging table name and the row count its COPY reported)."""
+    """What `stage` left in the open transaction: days written in place, days staged for the swap (staging table
+    name and the row count its COPY reported), and for days COPYed straight into their partitions, the partition
+    and the row count its COPY reported (`verify_staged` then checks the partition is still the day's, instead of
+    counting the rows back)."""
 
     in_place: list[str] = field(default_factory=list)
     swapped: dict[str, tuple[str, int]] = field(default_factory=dict)
+    copied: dict[str, tuple[sql.Identifier, int]] = field(default_factory=dict)
 
 
 def _day_rows(frame: pd.DataFrame, days: Sequence[str]) -> dict[str, np.ndarray | None]:
@@ -439,13 +442,16 @@ class PostgresTableSink(PartitionSink):
                 self._delete_days(cur, target, staged.in_place)
                 # Each day's rows straight into its partition: routing 365 days' rows through the parent cost
                 # the server ~2x the COPY itself. The days' partition locks keep other writers from swapping
-                # these partitions; one detached by hand meanwhile would hold rows the count through the parent
-                # (`verify_staged`) does not see, and nothing is published.
+                # these partitions; one detached by hand since the lookup is refused here (from the DELETE on,
+                # its lock on the parent keeps a plain DETACH out), one detached CONCURRENTLY by `verify_staged`.
+                self._refuse_detached(conn, target, {d: partitions[d] for d in staged.in_place})
                 with_rows = [d for d in staged.in_place if count(d)]
-                copy_parts(
-                    cur, [copy_into(partitions.get(d, self.table(target))) for d in with_rows],
+                copied = copy_parts(
+                    cur, [copy_into(partitions[d]) for d in with_rows],
                     _rows_of(frame, [rows[d] for d in with_rows]), [count(d) for d in with_rows], target.asset,
                 )
+                staged.copied = {d: (partitions[d], 0) for d in staged.in_place}
+                staged.copied.update({d: (partitions[d], n) for d, n in zip(with_rows, copied, strict=True)})
             columns = self._column_definitions(cur, target) if swap_all else None
             for day in (d for d in days if swap_all):
                 stage = self.stage_name(target, day, run_id)
@@ -484,20 +490,46 @@ class PostgresTableSink(PartitionSink):
 
     def verify_staged(self, conn, target, staged: StagedDays, digests: dict[str, PartitionDigest]) -> None:
         counts = {day: copied for day, (_, copied) in staged.swapped.items()}  # this transaction made those tables
-        if staged.in_place:
+        if staged.copied:
+            self._refuse_detached(conn, target, {day: partition for day, (partition, _) in staged.copied.items()})
+            counts.update({day: copied for day, (_, copied) in staged.copied.items()})
+        if counted := [d for d in staged.in_place if d not in staged.copied]:  # a plain table: count the rows
             with conn.cursor() as cur:
                 cur.execute(
                     sql.SQL("SELECT {p}::text, count(*) FROM {t} WHERE {p} = ANY(%s::date[]) GROUP BY 1").format(
                         p=sql.Identifier(PARTITION_COLUMN), t=self.table(target)
                     ),
-                    (staged.in_place,),
+                    (counted,),
                 )
                 found = dict(cur.fetchall())
-            counts.update({day: found.get(day, 0) for day in staged.in_place})
+            counts.update({day: found.get(day, 0) for day in counted})
         wrong = {d: (counts[d], digests[d].rows) for d in counts if counts[d] != digests[d].rows}
         if wrong:
             raise StagingMismatch(
                 f"asset {target.asset!r}: staged row counts (table, frame) differ: {wrong}; nothing was published"
+            )
+
+    def _refuse_detached(self, conn: psycopg.Connection, target: AssetTarget, partitions: dict[str, sql.Identifier]) -> None:
+        """The partitions the days were COPYed into are still partitions of the asset's table, none being detached
+        (`DETACH ... CONCURRENTLY` marks it pending first). The COPY's own row counts are then the days' rows: the
+        DELETE through the parent removed every older row of the days, the COPY added these, and from the DELETE
+        on, this transaction's locks keep a plain DETACH out until COMMIT. Counting the days back instead read
+        every new and deleted row of them again (0.8 s for a 1M-row day). Rows another session adds to these days
+        in the meantime are drift: the next rerun's proof (`untouched_since_publish`) sees them and rewrites."""
+        pending = "AND NOT i.inhdetachpending" if conn.info.server_version >= 140000 else ""
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""SELECT d.day FROM unnest(%s::text[], %s::text[]) AS d(day, partition)
+                    JOIN pg_inherits i ON i.inhrelid = to_regclass(d.partition) AND i.inhparent = to_regclass(%s)
+                    {pending}""",
+                (list(partitions), [p.as_string(cur) for p in partitions.values()], self.table(target).as_string(cur)),
+            )
+            attached = {day for (day,) in cur.fetchall()}
+        if detached := sorted(set(partitions) - attached):
+            raise StagingMismatch(
+                f"asset {target.asset!r}, partition {', '.join(detached)}: the day's partition of table "
+                f"{self.store(target)} was detached by another session during the write; nothing was published, "
+                f"rerun the partition"
             )
 
     def publish(self, conn, target, staged: StagedDays) -> None:

@@ -323,3 +323,74 @@ def test_a_range_run_copies_each_days_rows_into_that_days_partition_whatever_the
     expected = {day: [(day, i, ODD_LABELS[i % len(ODD_LABELS)]) for i in range(n)] for day, n in SIZES.items() if n}
     assert partition_rows(pg_dsn) == expected
     assert {e.partition: e.row_count for e in ledger_rows(pg_dsn, "items")[-len(days):]} == SIZES
+
+
+def day_partition_name(dsn: str, day: str, table: str = "warehouse.items") -> str:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = %s::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::date)""",
+            (table, day)).fetchone()[0]
+
+
+@pytest.mark.parametrize("detach", ["before the delete", "concurrently, after the copy"])
+def test_a_day_partition_detached_by_another_session_during_the_write_publishes_nothing(
+        store_resources, pg_dsn, monkeypatch, detach):
+    """Who else touches the names: another session detaches the day's partition while a run rewrites the day,
+    either fully between the run's lookup of the partition and its DELETE (the run then COPYs into a table that is
+    no longer the day's), or with `DETACH ... CONCURRENTLY` after the COPY (it marks the partition pending, then
+    waits for the run). Either way the run fails naming asset, partition and cause, and the ledger still says
+    what was published before."""
+    import threading
+
+    from idem_platform.storage import postgres_store
+
+    run([items], store_resources)
+    before = ledger_rows(pg_dsn, "items")
+    name = day_partition_name(pg_dsn, DAY)
+    detach_sql = f'ALTER TABLE warehouse.items DETACH PARTITION warehouse."{name}"'
+    done = threading.Event()
+
+    if detach == "before the delete":
+        delete_days = postgres_store.PostgresTableSink._delete_days
+
+        def detach_then_delete(self, cur, target, days):
+            with psycopg.connect(pg_dsn, autocommit=True) as other:
+                other.execute(detach_sql)
+            return delete_days(self, cur, target, days)
+
+        monkeypatch.setattr(postgres_store.PostgresTableSink, "_delete_days", detach_then_delete)
+    else:
+        copy_parts = postgres_store.copy_parts
+
+        def copy_then_detach(*args, **kwargs):
+            counts = copy_parts(*args, **kwargs)
+
+            def detach_concurrently():
+                with psycopg.connect(pg_dsn, autocommit=True) as other:
+                    other.execute(detach_sql + " CONCURRENTLY")  # waits for the run's transaction
+                done.set()
+
+            threading.Thread(target=detach_concurrently, daemon=True).start()
+            with psycopg.connect(pg_dsn, autocommit=True) as probe:
+                for _ in range(200):
+                    if probe.execute("SELECT bool_or(inhdetachpending) FROM pg_inherits WHERE inhrelid = %s::regclass",
+                                     (f'warehouse."{name}"',)).fetchone()[0]:
+                        break
+                    threading.Event().wait(0.05)
+                else:
+                    raise AssertionError("the concurrent DETACH never marked the partition pending")
+            return counts
+
+        monkeypatch.setattr(postgres_store, "copy_parts", copy_then_detach)
+
+    result = run([items], store_resources, config={"value": "new"}, raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "'items'" in message and DAY in message and "detached" in message, message
+    assert ledger_rows(pg_dsn, "items") == before
+    if detach != "before the delete":
+        assert done.wait(30), "the concurrent DETACH did not finish after the run's transaction ended"
+    with psycopg.connect(pg_dsn) as conn:  # the detached table holds the day as published before, never the new rows
+        labels = conn.execute(f'SELECT DISTINCT label FROM warehouse."{name}"').fetchall()
+    assert labels == [("v",)]
