@@ -17,7 +17,9 @@ of the benchmark's real assets (the last 60 days of `orders` in PostgreSQL, `raw
 (older days of every asset, and the other assets) fills the ledger to --rows. So every query below reads the same
 answer on both sides, and any difference is the cost of the history it should not read.
 
-Measured in this process, interleaved repetition by repetition (each path, small then large), medians:
+Measured in this process, medians: the writes interleaved repetition by repetition (each path, small then large);
+the reads paired call by call (`paired`: the same read on the small and the large ledger one right after the
+other, alternating which goes first, each call timed), so both sides of a ratio share the machine's moment:
 
 - write: a one-day write of a real asset through the platform's write path as its IO manager calls it
   (`publish_partitions` + `recent_publishes`): `orders` (1,000 rows, PostgreSQL) and `raw_orders` (lake);
@@ -32,7 +34,7 @@ Measured in this process, interleaved repetition by repetition (each path, small
   the write above too).
 
 The query paths are timed on an open connection (no process start-up or connection set-up, which would hide the
-growth), each a batch of --batch calls. ratio = median with the large ledger / median with the small one
+growth), --repeat rounds of --batch pairs of calls. ratio = median with the large ledger / median with the small one
 (target <= 1.2). --explain prints the plan of each hot query on the large ledger.
 """
 
@@ -251,6 +253,27 @@ class _Quiet:
 _quiet = _Quiet()
 
 
+def paired(reads: dict[str, tuple[Callable[[], object], Callable[[], object]]], sides: tuple[str, str], repeat: int,
+           batch: int) -> dict[str, list[float]]:
+    """Each read on both ledgers call by call, alternating which goes first, every call timed on its own: the
+    small and the large ledger's calls of a read run milliseconds apart, under the same load, so what the
+    machine does meanwhile (other processes, the server's background work) falls on both alike. Timed in
+    batches, path after path, the sub-millisecond reads moved by +-30% from run to run. `repeat` rounds of
+    `batch` pairs per read; '<read>, <side>' -> seconds of every call."""
+    times: dict[str, list[float]] = {f"{name}, {side}": [] for name in reads for side in sides}
+    clock = time.perf_counter
+    for round_ in range(repeat):
+        for name, fns in reads.items():
+            out = [times[f"{name}, {side}"] for side in sides]
+            for call in range(batch):
+                order = (0, 1) if (round_ + call) % 2 == 0 else (1, 0)
+                for i in order:
+                    start = clock()
+                    fns[i]()
+                    out[i].append(clock() - start)
+    return times
+
+
 def timed(fn: Callable[[], object], batch: int) -> Callable[[], float]:
     """Seconds per call of `fn`, timed over a batch of calls."""
     def run() -> float:
@@ -324,20 +347,20 @@ def main() -> int:
                 paths[f"{name}, {rows:,}"] = timed(fn, 1)
                 labels.append(name) if rows == small else None
         writes = interleaved(paths, args.write_repeat)
-        paths = {}
-        for rows, side in sides.items():
-            for name, fn in query_paths(side).items():
+        reads = {rows: query_paths(side) for rows, side in sides.items()}
+        for fns in reads.values():
+            for fn in fns.values():
                 fn()  # warm-up: the pages the query reads are cached on both sides
-                paths[f"{name}, {rows:,}"] = timed(fn, args.batch)
-                labels.append(name) if rows == small else None
-        queries = interleaved(paths, args.repeat)
+        labels += list(reads[small])
+        queries = paired({name: (reads[small][name], reads[large][name]) for name in reads[small]},
+                         (f"{small:,}", f"{large:,}"), args.repeat, args.batch)
         if args.explain:
             explain(sides[large])
 
     times = {**writes, **queries}
     print(f"\nLedger reads and writes, {small:,} vs {large:,} ledger rows ({args.assets:,} assets, {len(SINKS)} sinks, "
-          f"{STORES} stores, {args.days:,} days); writes {args.write_repeat} repetitions, queries {args.repeat} "
-          f"repetitions of {args.batch} calls, interleaved; {load_average()}\n")
+          f"{STORES} stores, {args.days:,} days); writes {args.write_repeat} repetitions, interleaved; reads "
+          f"{args.repeat} x {args.batch} calls per ledger, paired call by call; {load_average()}\n")
     for rows, side in sides.items():
         print(f"  {rows:,}: {side.size}")
     print()

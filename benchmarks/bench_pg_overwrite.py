@@ -9,8 +9,8 @@ tricks where they are not the platform's guarantees:
 - idem, in place (the default, MVCC-safe for every reader): what a run does: `coerce` + the per-day fingerprint
   as `idem_asset` computes them before the output (timed), then `publish_partitions` with the sink of
   `PostgresPartitionIOManager` (what its `handle_output` calls): audit in a thread, partition lock, ledger
-  lookup, DELETE of the day + pipelined COPY (`copy_frame`) through the LIST-partitioned parent, verify by
-  count, ledger row, COMMIT.
+  lookup, DELETE of the day through the LIST-partitioned parent + pipelined COPY (`copy_parts`) straight into
+  the day's partition, verify (the COPY's count; the partition still attached), ledger row, COMMIT.
 - raw overwrite (the fair baseline of the default): what a careful user writes for an atomic replacement of a
   day: one transaction, DELETE the day + the SAME `copy_frame` (pyarrow CSV encoded in a producer thread,
   overlapped with the COPY) into a plain table with the same primary key (partition_date, id), COMMIT.
@@ -25,7 +25,9 @@ tricks where they are not the platform's guarantees:
   overlapped with the stage). Reported against the raw overwrite.
 - raw COPY into an empty unindexed table, and `to_sql`: reported, the floor and the common idiom.
 
-ratio = baseline time / idem time: target >= 0.9 for each idem path against its fair baseline, >= 4 for to_sql.
+Paths interleaved, each on a settled server (`settle_server` off the clock: VACUUM + CHECKPOINT, so no path pays
+for the dead rows and WAL the previous one left). ratio = baseline time / idem time: target >= 0.9 for each idem
+path against its fair baseline, >= 4 for to_sql.
 """
 
 from __future__ import annotations
