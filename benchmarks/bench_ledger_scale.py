@@ -35,7 +35,7 @@ other, alternating which goes first, each call timed), so both sides of a ratio 
 
 The query paths are timed on an open connection (no process start-up or connection set-up, which would hide the
 growth), --repeat rounds of --batch pairs of calls. ratio = median with the large ledger / median with the small one
-(target <= 1.2). --explain prints the plan of each hot query on the large ledger.
+(target <= 1.2). --explain prints the plan of each hot query on both ledgers.
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ def print_ms(times: dict[str, list[float]]) -> None:
 
 
 def explain(side: Side) -> None:
-    """The plan of each hot query on the large ledger (psycopg's statements, captured from the paths above)."""
+    """The plan of each hot query on the side's ledger (psycopg's statements, captured from the paths above)."""
     captured: list[tuple[str, object]] = []
 
     class Capture(psycopg.Cursor):
@@ -324,7 +324,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--batch", type=int, default=50, help="calls per timed query repetition")
     parser.add_argument("--write-repeat", type=int, default=15)
-    parser.add_argument("--explain", action="store_true", help="print the plans of the hot queries (large ledger)")
+    parser.add_argument("--explain", action="store_true", help="print the plans of the hot queries (both ledgers)")
     args = parser.parse_args()
     small, large = args.rows
 
@@ -355,7 +355,15 @@ def main() -> int:
         queries = paired({name: (reads[small][name], reads[large][name]) for name in reads[small]},
                          (f"{small:,}", f"{large:,}"), args.repeat, args.batch)
         if args.explain:
-            explain(sides[large])
+            for rows, side in sides.items():
+                print(f"\n===== plans on the ledger of {rows:,} rows", flush=True)
+                explain(side)
+                # psycopg prepares a statement run 5 times; the server then plans each call again (custom) or
+                # reuses one plan (generic), by its own cost comparison, which the history's statistics move
+                print(f"\n===== prepared statements of the timed connection, ledger of {rows:,} rows: generic / custom plans")
+                for text, generic, custom in side.conn.execute(
+                        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements ORDER BY statement"):
+                    print(f"    {generic:>6} {custom:>6}  {' '.join(text.split())[:150]}")
 
     times = {**writes, **queries}
     print(f"\nLedger reads and writes, {small:,} vs {large:,} ledger rows ({args.assets:,} assets, {len(SINKS)} sinks, "
