@@ -33,8 +33,9 @@ other, alternating which goes first, each call timed), so both sides of a ratio 
 - the last 10 publishes of `orders` (`ledger.recent`: the `recent_publishes` metadata of every write, part of
   the write above too).
 
-The query paths are timed on an open connection (no process start-up or connection set-up, which would hide the
-growth), --repeat rounds of --batch pairs of calls. ratio = median with the large ledger / median with the small one
+The query paths are timed on an open connection made as the platform makes its connections
+(`PostgresResource.connect`, which never prepares a statement: every call is planned with its values), without
+process start-up or connection set-up, which would hide the growth; --repeat rounds of --batch pairs of calls. ratio = median with the large ledger / median with the small one
 (target <= 1.2). --explain prints the plan of each hot query on both ledgers.
 """
 
@@ -90,7 +91,7 @@ ORDERS, RAW_ORDERS, SERVICE_REQUESTS = "orders", "raw_orders", "service_requests
 class Side:
     """One database with its generated ledger and the real assets' IO managers."""
 
-    def __init__(self, dsn: str, lake_root: str, rows: int):
+    def __init__(self, dsn: str, lake_root: str, rows: int, stack: contextlib.ExitStack):
         self.dsn, self.rows = dsn, rows
         self.postgres = PostgresResource(dsn=dsn)
         self.warehouse = PostgresPartitionIOManager(postgres=self.postgres, db_schema=SCHEMA)
@@ -98,7 +99,7 @@ class Side:
         self.orders = AssetTarget(ORDERS, MIXED, AuditRules())
         self.raw_orders = AssetTarget(RAW_ORDERS, MIXED, AuditRules())
         self.requests = AssetTarget(SERVICE_REQUESTS, MIXED, AuditRules())
-        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn = stack.enter_context(self.postgres.connect(autocommit=True))  # as the platform connects
         self.size = ""
 
     def real_assets(self) -> list[tuple[str, str, str]]:
@@ -334,8 +335,7 @@ def main() -> int:
         for rows in (small, large):
             dsn = stack.enter_context(fresh_database("idem_bench_ledger"))
             lake_root = stack.enter_context(tempfile.TemporaryDirectory())
-            side = sides[rows] = Side(dsn, lake_root, rows)
-            stack.callback(side.conn.close)
+            side = sides[rows] = Side(dsn, lake_root, rows, stack)
             seconds = generate(side, args.assets, args.days)
             print(f"ledger of {rows:,} generated: {side.size}, in {seconds:.1f} s", flush=True)
 
@@ -358,12 +358,6 @@ def main() -> int:
             for rows, side in sides.items():
                 print(f"\n===== plans on the ledger of {rows:,} rows", flush=True)
                 explain(side)
-                # psycopg prepares a statement run 5 times; the server then plans each call again (custom) or
-                # reuses one plan (generic), by its own cost comparison, which the history's statistics move
-                print(f"\n===== prepared statements of the timed connection, ledger of {rows:,} rows: generic / custom plans")
-                for text, generic, custom in side.conn.execute(
-                        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements ORDER BY statement"):
-                    print(f"    {generic:>6} {custom:>6}  {' '.join(text.split())[:150]}")
 
     times = {**writes, **queries}
     print(f"\nLedger reads and writes, {small:,} vs {large:,} ledger rows ({args.assets:,} assets, {len(SINKS)} sinks, "

@@ -79,11 +79,20 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A psycopg connection that never prepares statements (`prepare_threshold=None`).
+
+        psycopg prepares a statement run 5 times on one connection; the server then chooses, by its own cost
+        comparison, between planning each call with its values and reusing one generic plan, and the ledger's
+        statistics move that choice (measured on a 10k-row ledger: generic plans after 10 calls; on a 10M-row
+        one: custom plans forever). Unprepared, every ledger read is planned with its own values on every call,
+        in a daemon's long-lived sensor loop as in a one-day run: the plans `test_ledger_queries` asserts are the
+        plans that run, whatever the ledger's shape. Planning one of these reads costs ~0.05 ms."""
         with psycopg.connect(
             self.resolved_dsn(),
             autocommit=autocommit,
             connect_timeout=self.connect_timeout,
             application_name=self.application_name,
+            prepare_threshold=None,
         ) as conn:
             yield conn
 

@@ -233,6 +233,16 @@ def test_hot_queries_use_an_index(large_ledger, name):
                 assert indexes == {EXACT[name]}, f"{name}: {indexes}"
 
 
+def test_the_plans_asserted_are_the_plans_that_run_however_often_a_connection_reads(large_ledger):
+    """A long-lived connection (a sensor in the daemon, a CLI loop) runs the same read again and again: prepared,
+    the server could switch it to one generic plan chosen without the values, which the plans above never saw."""
+    with large_ledger.connect(autocommit=True) as conn:
+        for _ in range(12):
+            for read in HOT.values():
+                read(conn)
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+
+
 # Where the planner's estimate could pick another index (it takes asset, sink and store for independent), the one
 # that serves the query exactly must be the one used.
 EXACT = {
