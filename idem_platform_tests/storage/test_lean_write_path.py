@@ -345,6 +345,21 @@ def test_non_canonical_frame_gets_the_cast_copy(variant):
     pd.testing.assert_frame_equal(frame, before)  # the input is untouched
 
 
+def test_a_cast_frame_sharing_canonical_columns_with_the_input_is_still_apart_from_it():
+    """Columns already canonical are taken as they are, unconsolidated: a write to either frame afterwards (the
+    caller editing its frame, a later step editing the coerced one) must not show in the other."""
+    canonical = DECL.coerce(small_raw())
+    frame = canonical.assign(id=canonical["id"].astype("int64"))  # one column to cast, the others shared
+    out = DECL.coerce(frame)
+    assert out is not frame and DECL.is_canonical(out)
+    kept = out.copy()
+    frame.loc[0, "x"] = 99.0
+    frame.loc[1, "name"] = "changed"
+    pd.testing.assert_frame_equal(out, kept)
+    out.loc[2, "x"] = -7.0
+    assert frame.loc[2, "x"] == canonical.loc[2, "x"]
+
+
 def test_object_and_text_columns_still_go_through_the_casts():
     raw = small_raw()
     out = DECL.coerce(raw)
