@@ -24,6 +24,7 @@ one by one with `log_event`, as before.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
@@ -31,6 +32,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
+from dagster._core.storage.event_log import SqlEventLogStorage, SqlEventLogStorageTable
+from dagster._core.storage.sqlalchemy_compat import db_select
 
 from . import settings
 
@@ -51,16 +54,30 @@ def latest_materializations(
     )
     if not storage_ids:
         return {}
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(storage_ids.values())), limit=len(storage_ids)
-    ).records
-    by_id = {r.storage_id: r for r in records}
+    found = _run_and_time_by_id(instance.event_log_storage, asset_key, list(storage_ids.values()))
     return {
-        day: AssetCheckEvaluationTargetMaterializationData(
-            storage_id=sid, run_id=by_id[sid].event_log_entry.run_id, timestamp=by_id[sid].timestamp
-        )
-        for day, sid in storage_ids.items() if sid in by_id
+        day: AssetCheckEvaluationTargetMaterializationData(storage_id=sid, run_id=found[sid][0], timestamp=found[sid][1])
+        for day, sid in storage_ids.items() if sid in found
     }
+
+
+def _run_and_time_by_id(storage, asset_key: dg.AssetKey, ids: list[int]) -> dict[int, tuple[str, float]]:
+    """(run id, event timestamp) of each event id. On a SQL event log (dagster-postgres, SQLite) one SELECT of
+    the three columns, the timestamp taken from the stored event's JSON as Dagster wrote it (the same float);
+    Dagster's `fetch_materializations` rebuilds every whole event record instead (its metadata included): 0.2 s
+    of a 365-day run's checks. Another storage: Dagster's way."""
+    if isinstance(storage, SqlEventLogStorage):
+        table = SqlEventLogStorageTable
+        found: dict[int, tuple[str, float]] = {}
+        with storage.index_connection() as conn:
+            for start in range(0, len(ids), 1000):
+                for sid, run_id, event in conn.execute(
+                    db_select([table.c.id, table.c.run_id, table.c.event]).where(table.c.id.in_(ids[start:start + 1000]))
+                ):
+                    found[sid] = (run_id, float(json.loads(event)["timestamp"]))
+        return found
+    records = storage.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=ids), limit=len(ids)).records
+    return {r.storage_id: (r.event_log_entry.run_id, r.timestamp) for r in records}
 
 
 def day_evaluation(

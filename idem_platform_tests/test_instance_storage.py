@@ -152,6 +152,35 @@ def planned(env: dict[str, str], run_id: str, monkeypatch) -> tuple[int, int, st
     return events, transactions, last_run, runs
 
 
+def targets_not_as_dagster_finds_them(env: dict[str, str], run_id: str, monkeypatch) -> list:
+    """Every evaluation stored by the run whose target differs from the materialization Dagster's own check step would
+    target for its day (the latest one: storage id, run id and exact timestamp)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    monkeypatch.setenv("IDEM_PG_DSN", env["IDEM_PG_DSN"])
+    wrong, checked = [], 0
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        key = dg.AssetKey("raw_people")
+        for name in CHECKS:
+            for record in instance.event_log_storage.get_asset_check_execution_history(
+                    dg.AssetCheckKey(key, name), limit=1000):
+                evaluation = record.event.dagster_event.event_specific_data if record.event else None
+                if record.run_id != run_id or not isinstance(evaluation, dg.AssetCheckEvaluation) \
+                        or evaluation.partition is None:  # the step's own result, which Dagster targets itself
+                    continue
+                latest = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[evaluation.partition]), limit=1).records[0]
+                expected = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=latest.storage_id, run_id=latest.event_log_entry.run_id, timestamp=latest.timestamp)
+                if evaluation.target_materialization_data != expected:
+                    wrong.append((name, evaluation.partition, evaluation.target_materialization_data, expected))
+                checked += 1
+    assert checked == len(CHECKS) * len(pd.date_range(*RANGE)), checked  # every evaluation of the run compared
+    return wrong
+
+
 @pytest.fixture
 def expected_view():
     days = pd.date_range(*RANGE).strftime("%Y-%m-%d")
@@ -168,6 +197,7 @@ def test_a_range_runs_per_day_events_are_stored_one_transaction_per_batch_and_re
     # Dagster's own path writes each in transactions of its own
     assert stored_evaluations(instance_env["IDEM_PG_DSN"], run_id) == (24, 2, 24, 26)
     assert execution_rows_as_dagster_writes_them(instance_env["IDEM_PG_DSN"], run_id) == []
+    assert targets_not_as_dagster_finds_them(instance_env, run_id, monkeypatch) == []
 
 
 def test_a_refused_batch_of_evaluations_leaves_nothing_half_stored_and_each_is_stored_once(
