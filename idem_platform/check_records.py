@@ -32,8 +32,6 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
-from dagster._core.storage.event_log import SqlEventLogStorage, SqlEventLogStorageTable
-from dagster._core.storage.sqlalchemy_compat import db_select
 
 from . import settings
 
@@ -65,7 +63,11 @@ def _run_and_time_by_id(storage, asset_key: dg.AssetKey, ids: list[int]) -> dict
     """(run id, event timestamp) of each event id. On a SQL event log (dagster-postgres, SQLite) one SELECT of
     the three columns, the timestamp taken from the stored event's JSON as Dagster wrote it (the same float);
     Dagster's `fetch_materializations` rebuilds every whole event record instead (its metadata included): 0.2 s
-    of a 365-day run's checks. Another storage: Dagster's way."""
+    of a 365-day run's checks. Another storage: Dagster's way. (Imported here: the SQL storage modules bring
+    SQLAlchemy and Alembic, 0.3 s, into every process that loads a code location.)"""
+    from dagster._core.storage.event_log import SqlEventLogStorage, SqlEventLogStorageTable
+    from dagster._core.storage.sqlalchemy_compat import db_select
+
     if isinstance(storage, SqlEventLogStorage):
         table = SqlEventLogStorageTable
         found: dict[int, tuple[str, float]] = {}

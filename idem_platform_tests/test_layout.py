@@ -86,3 +86,17 @@ def test_no_import_cycles():
 def test_public_names_are_importable_from_the_root():
     for name in idem_platform.__all__:
         assert getattr(idem_platform, name) is not None
+
+
+def test_loading_a_code_location_imports_no_client_it_may_not_use():
+    """Every process that loads a code location (each run, the code server, the daemon) pays its imports. The
+    search client is imported when a search sink is first used, the SQL event log modules (SQLAlchemy, Alembic:
+    0.3 s) when an instance needs them; a module-level import would put them back in every process unnoticed."""
+    import subprocess
+    import sys
+
+    heavy = ("sqlalchemy", "alembic", "elasticsearch", "elastic_transport", "dagster_postgres", "dagster_webserver")
+    probe = (f"import sys, idem_platform, idem_platform.definitions; "
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
