@@ -82,7 +82,7 @@ def breakdown(outcome) -> str:
         if "ASSET_MATERIALIZATION" in stamps and "STEP_START" in stamps and steps["flights"] >= 3:
             compute = stamps["ASSET_MATERIALIZATION"] - stamps["STEP_START"]
             parts.append(f"asset step {steps['flights']:.1f} s (read + coerce + fingerprint + audit + write + "
-                         f"ledger ~{compute:.0f} s, then the per-day materialization events ~{steps['flights'] - compute:.0f} s)")
+                         f"ledger ~{compute:.0f} s, then the per-day materialization events ~{max(steps['flights'] - compute, 0.0):.0f} s)")
         else:
             parts.append(f"asset step {steps['flights']:.1f} s")
     checks = sum(v for k, v in steps.items() if k != "flights")
