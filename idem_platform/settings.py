@@ -42,6 +42,9 @@ VARIABLES: tuple[Variable, ...] = (
              "own day, which queues writers of that day); then it fails naming the blocking session"),
     Variable("IDEM_PG_DAYS_PER_TRANSACTION", "`100`",
              "longer ranges are published in several transactions of this many days"),
+    Variable("IDEM_PG_PARALLEL_TRANSACTIONS", "`2`",
+             "how many of a longer range's transactions run at once, when every day of the range already has its "
+             "partition and no day is swapped (no DDL on the table while they run); `1`: one after another"),
     Variable("IDEM_STATE_DIR", "nearest `.idem`",
              "project-local state (embedded server data, lake, Dagster home, the local search server's URL): "
              "the `.idem` directory in the current directory or its nearest parent that has one, else `./.idem`"),
@@ -163,6 +166,7 @@ class Settings:
     pg_swap_lock_timeout_ms: int
     pg_swap_wait_s: float
     pg_days_per_transaction: int
+    pg_parallel_transactions: int
     pg_lock_wait_s: float
     state_dir: Path
     lake_dir: str
@@ -212,6 +216,7 @@ def current() -> Settings:
         pg_swap_lock_timeout_ms=_number("IDEM_PG_SWAP_LOCK_TIMEOUT_MS", 500) or 500,
         pg_swap_wait_s=_number("IDEM_PG_SWAP_WAIT_S", 120.0, float),
         pg_days_per_transaction=_number("IDEM_PG_DAYS_PER_TRANSACTION", 100),
+        pg_parallel_transactions=max(1, _number("IDEM_PG_PARALLEL_TRANSACTIONS", 2) or 1),
         pg_lock_wait_s=_number("IDEM_PG_LOCK_WAIT_S", 60.0, float),
         state_dir=state,
         lake_dir=raw("IDEM_LAKE_DIR") or str(state / "lake"),

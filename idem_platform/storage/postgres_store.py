@@ -252,6 +252,7 @@ class PostgresTableSink(PartitionSink):
         # Each day of a write holds a few relation locks until COMMIT; PostgreSQL's shared lock table holds about
         # 64 x max_connections of them. Longer ranges publish in transactions of this many days (each day atomic).
         self.max_days_per_transaction = days_per_transaction or config.pg_days_per_transaction or None
+        self.parallel_transactions = config.pg_parallel_transactions
         self.lock_timeout_ms = lock_timeout_ms or config.pg_swap_lock_timeout_ms
         self.swap_wait_s = swap_wait_s if swap_wait_s is not None else config.pg_swap_wait_s
 
@@ -410,6 +411,22 @@ class PostgresTableSink(PartitionSink):
                 f"asset {target.asset!r}: its table name is taken by {what}; nothing was written. Rename that "
                 "relation (older versions named a table's key `<table>_pkey`), or give this asset a key prefix"
             )
+
+    def concurrent_transactions(self, target: AssetTarget, days: Sequence[str]) -> int:
+        """IDEM_PG_PARALLEL_TRANSACTIONS when none of the range's transactions will run DDL on the table: the
+        table is prepared (created or evolved) here, once, every day already has its partition and no day is
+        swapped. Else 1: two ATTACHes, or a swap's DROP, would queue one transaction behind the other's whole
+        write (up to IDEM_PG_LOCK_WAIT_S)."""
+        if self.parallel_transactions < 2 or self.swap_min_rows is not None:
+            return 1
+        with self.postgres.connect() as conn:
+            self.prepare(conn, target)
+            conn.commit()
+            if not self.partitioned(conn, target):
+                return 1
+            with conn.cursor() as cur:
+                present = self._day_partitions(cur, target, days)
+        return self.parallel_transactions if len(present) == len(set(days)) else 1
 
     def partitioned(self, conn: psycopg.Connection, target: AssetTarget) -> bool:
         row = conn.execute(

@@ -394,3 +394,104 @@ def test_a_day_partition_detached_by_another_session_during_the_write_publishes_
     with psycopg.connect(pg_dsn) as conn:  # the detached table holds the day as published before, never the new rows
         labels = conn.execute(f'SELECT DISTINCT label FROM warehouse."{name}"').fetchall()
     assert labels == [("v",)]
+
+
+# ------------------------------------------------------------------------ a range's transactions at once
+
+RANGE = ("2026-03-01", "2026-03-04")  # 2 transactions of 2 days (IDEM_PG_DAYS_PER_TRANSACTION=2)
+
+
+def labels_by_day(dsn: str) -> dict[str, set]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT partition_date::text, label, count(*) FROM warehouse.items "
+                            "WHERE partition_date BETWEEN %s AND %s GROUP BY 1, 2", RANGE).fetchall()
+    out: dict[str, set] = {}
+    for day, label, count in rows:
+        out.setdefault(day, set()).add((label, count))
+    return out
+
+
+def hold_a_row_of_the_first_day(dsn: str) -> psycopg.Connection:
+    """Another session, in an open transaction, holding a row of the range's first day (an UPDATE): the run's
+    DELETE of that day waits for it."""
+    other = psycopg.connect(dsn)
+    other.execute("UPDATE warehouse.items SET label = label WHERE partition_date = %s AND item_id = 0", (RANGE[0],))
+    return other
+
+
+def wait_for(condition, seconds: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_long_ranges_transactions_run_at_once_and_one_held_back_holds_back_no_other(
+        store_resources, pg_dsn, monkeypatch):
+    """Who else touches the rows: another session holds a row of the range's first day. With the days' partitions
+    present, the range's two transactions run at once: the second publishes its days while the first waits, and
+    once the session ends the first publishes too; every day whole, once."""
+    import threading
+
+    monkeypatch.setenv("IDEM_PG_DAYS_PER_TRANSACTION", "2")
+    run([items], store_resources, range_=RANGE)  # the first load creates the partitions (one after another)
+    old = {"2026-03-01": {("v", 10)}, "2026-03-02": {("v", 10)}, "2026-03-03": {("v", 10)}, "2026-03-04": {("v", 10)}}
+    assert labels_by_day(pg_dsn) == old
+    other = hold_a_row_of_the_first_day(pg_dsn)
+    seen = {}
+
+    def watch_then_release():  # the run itself stays on the main thread, as Dagster runs it
+        try:
+            seen["later_days_first"] = wait_for(
+                lambda: {d: v for d, v in labels_by_day(pg_dsn).items() if d >= "2026-03-03"}
+                == {"2026-03-03": {("new", 10)}, "2026-03-04": {("new", 10)}})
+            seen["held_back"] = {d: v for d, v in labels_by_day(pg_dsn).items() if d <= "2026-03-02"}
+        finally:
+            other.rollback()
+
+    watcher = threading.Thread(target=watch_then_release)
+    watcher.start()
+    try:
+        result = run([items], store_resources, range_=RANGE, config={"value": "new"}, raise_on_error=False)
+    finally:
+        watcher.join(60)
+        other.close()
+    later_days_first, held_back = seen.get("later_days_first"), seen.get("held_back")
+    assert later_days_first, "the second transaction did not publish while the first one waited"
+    assert held_back == {"2026-03-01": {("v", 10)}, "2026-03-02": {("v", 10)}}
+    assert result.success
+    assert labels_by_day(pg_dsn) == {day: {("new", 10)} for day in old}
+    latest = {}
+    for entry in ledger_rows(pg_dsn, "items"):
+        latest[entry.partition] = entry
+    assert {d: (e.row_count, e.changed) for d, e in latest.items() if d in old} == {d: (10, True) for d in old}
+    assert set(materialized(result, "items")) == set(old)
+
+
+def test_a_failed_transaction_of_a_range_is_reported_by_its_days_and_the_others_stay_published(
+        store_resources, pg_dsn, monkeypatch):
+    """The held row outlasts IDEM_PG_LOCK_WAIT_S: the first transaction fails naming asset, its days and the
+    blocking session; the second, which ran at the same time, is published; the first's days and their ledger
+    rows are as they were."""
+    monkeypatch.setenv("IDEM_PG_DAYS_PER_TRANSACTION", "2")
+    run([items], store_resources, range_=RANGE)
+    before = {(e.partition, e.fingerprint) for e in ledger_rows(pg_dsn, "items")}
+    monkeypatch.setenv("IDEM_PG_LOCK_WAIT_S", "2")
+    other = hold_a_row_of_the_first_day(pg_dsn)
+    try:
+        result = run([items], store_resources, range_=RANGE, config={"value": "new"}, raise_on_error=False)
+    finally:
+        other.rollback()
+        other.close()
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "'items'" in message and "2026-03-01" in message and "IDEM_PG_LOCK_WAIT_S" in message, message
+    assert "2026-03-03" not in message, message
+    assert labels_by_day(pg_dsn) == {"2026-03-01": {("v", 10)}, "2026-03-02": {("v", 10)},
+                                     "2026-03-03": {("new", 10)}, "2026-03-04": {("new", 10)}}
+    after = {(e.partition, e.fingerprint) for e in ledger_rows(pg_dsn, "items")}
+    assert {p for p, _ in after - before} == {"2026-03-03", "2026-03-04"}
