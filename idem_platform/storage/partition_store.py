@@ -38,7 +38,6 @@ days.
 from __future__ import annotations
 
 import abc
-import concurrent.futures
 import datetime as dt
 import logging
 import threading
@@ -284,9 +283,8 @@ def _publish_concurrently(publish, batches: list[list[str]], workers: int, log) 
     batches that committed stay published (each day, and each batch, atomic), as when they ran one by one.
     Log calls from the workers go through one lock: Dagster's log manager is not made for threads."""
     safe_log = _SerializedLog(log)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idem-publish") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idem-publish") as pool:  # waits for all
         futures = [pool.submit(publish, part, safe_log) for part in batches]
-        concurrent.futures.wait(futures)
     for future in futures:  # in day order: the earliest failed batch is the one reported
         if future.exception() is not None:
             raise future.exception()

@@ -495,3 +495,42 @@ def test_a_failed_transaction_of_a_range_is_reported_by_its_days_and_the_others_
                                      "2026-03-03": {("new", 10)}, "2026-03-04": {("new", 10)}}
     after = {(e.partition, e.fingerprint) for e in ledger_rows(pg_dsn, "items")}
     assert {p for p, _ in after - before} == {"2026-03-03", "2026-03-04"}
+
+
+def test_a_range_transaction_whose_session_is_terminated_loses_only_its_days(store_resources, pg_dsn, monkeypatch):
+    """Who else touches the locks: while the range's first transaction waits for a row another session holds, an
+    operator terminates its session (`pg_terminate_backend`): that transaction fails as a lost partition lock
+    naming its days, the second transaction, running at the same time, is published, the first's days keep
+    what they held."""
+    import threading
+
+    monkeypatch.setenv("IDEM_PG_DAYS_PER_TRANSACTION", "2")
+    run([items], store_resources, range_=RANGE)
+    other = hold_a_row_of_the_first_day(pg_dsn)
+    blocker = other.execute("SELECT pg_backend_pid()").fetchone()[0]
+    terminated = {}
+
+    def terminate_the_waiting_writer():
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            def waiting():
+                rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                                     (blocker,)).fetchall()
+                return rows[0][0] if rows else None
+            if wait_for(lambda: waiting() is not None):
+                terminated["pid"] = waiting()
+                admin.execute("SELECT pg_terminate_backend(%s)", (terminated["pid"],))
+
+    killer = threading.Thread(target=terminate_the_waiting_writer)
+    killer.start()
+    try:
+        result = run([items], store_resources, range_=RANGE, config={"value": "new"}, raise_on_error=False)
+    finally:
+        killer.join(60)
+        other.rollback()
+        other.close()
+    assert terminated, "the first transaction never waited for the held row"
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "'items'" in message and "2026-03-01" in message and "lost the partition lock" in message, message
+    assert labels_by_day(pg_dsn) == {"2026-03-01": {("v", 10)}, "2026-03-02": {("v", 10)},
+                                     "2026-03-03": {("new", 10)}, "2026-03-04": {("new", 10)}}
