@@ -41,7 +41,8 @@ VARIABLES: tuple[Variable, ...] = (
              "how long a write waits for a table lock another session holds (never for the partition lock of its "
              "own day, which queues writers of that day); then it fails naming the blocking session"),
     Variable("IDEM_PG_DAYS_PER_TRANSACTION", "`100`",
-             "longer ranges are published in several transactions of this many days"),
+             "longer ranges are published in several transactions of at most this many days (as even as they "
+             "can be)"),
     Variable("IDEM_PG_PARALLEL_TRANSACTIONS", "`2`",
              "how many of a longer range's transactions run at once, when every day of the range already has its "
              "partition and no day is swapped (no DDL on the table while they run); `1`: one after another"),

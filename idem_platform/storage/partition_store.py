@@ -234,8 +234,8 @@ def publish_partitions(
 
     The digests and the audit run before anything is staged, or, for a sink whose stage is discarded by a
     rollback (`audit_during_stage`), in a thread while it stages: either way nothing is published before the
-    audit passed. A sink with `max_days_per_transaction` publishes longer ranges in transactions of that many
-    days, in order (each day, and each batch, atomic).
+    audit passed. A sink with `max_days_per_transaction` publishes longer ranges in transactions of at most that
+    many days (each day, and each batch, atomic), `sink.concurrent_transactions` of them at once.
     """
     days = sorted(days)
     validate_partition_keys(days, partitions_def, asset=target.asset)
@@ -246,8 +246,9 @@ def publish_partitions(
         audit_frame(target.asset, frame, days, target.decl, target.rules, sink.value_limits)
         return known
 
-    batch = sink.max_days_per_transaction or len(days) or 1
-    batches = [days[i : i + batch] for i in range(0, len(days), batch)] or [days]
+    most = sink.max_days_per_transaction or len(days) or 1
+    workers = sink.concurrent_transactions(target, days) if len(days) > most else 1
+    batches = _even_batches(days, most, workers)
     wait_s = settings.current().pg_lock_wait_s
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="idem-audit") as pool:
         if sink.audit_during_stage:
@@ -262,7 +263,6 @@ def publish_partitions(
                 target, part, log,
             )
 
-        workers = min(sink.concurrent_transactions(target, days), len(batches)) if len(batches) > 1 else 1
         if workers > 1:
             entries = _publish_concurrently(publish, batches, workers, log)
         else:
@@ -273,6 +273,19 @@ def publish_partitions(
         f"({sum(e.row_count for e in entries)} rows, {changed} of {len(entries)} partitions changed)"
     )
     return entries
+
+
+def _even_batches(days: list[str], most: int, workers: int) -> list[list[str]]:
+    """`days` in consecutive batches of at most `most` days, as even as they can be and as many as a multiple of
+    `workers`, so that transactions run `workers` at a time end together: 365 days, 100 at most, 2 at a time:
+    4 batches of 92, 91, 91, 91 days (batches of 100, 100, 100, 65 left one connection idle for 35 days' work)."""
+    if not days:
+        return [days]
+    count = -(-len(days) // most)
+    count = -(-count // workers) * workers if workers > 1 else count
+    size, extra = divmod(len(days), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [days[bounds[i] : bounds[i + 1]] for i in range(count) if bounds[i] < bounds[i + 1]]
 
 
 def _publish_concurrently(publish, batches: list[list[str]], workers: int, log) -> list[ledger.LedgerEntry]:

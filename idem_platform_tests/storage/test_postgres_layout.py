@@ -165,6 +165,34 @@ def test_a_long_range_publishes_in_bounded_transactions(postgres, pg_dsn):
     assert runs == 4  # four transactions of 100 days each
 
 
+def transactions_by_days(dsn) -> list[list[str]]:
+    """The days each transaction wrote (rows grouped by the transaction that inserted them), in day order."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT xmin::text, array_agg(DISTINCT partition_date::text ORDER BY partition_date::text)"
+                            " FROM wh.events GROUP BY 1").fetchall()
+    return sorted(days for _, days in rows)
+
+
+def test_a_long_ranges_transactions_are_even_so_those_run_at_once_end_together(postgres, pg_dsn, monkeypatch):
+    """10 days, at most 4 per transaction: a first load (new partitions, one transaction after another) runs 3
+    transactions of 4, 3 and 3 days (not 4, 4, 2); a rewrite, its transactions two at a time, runs 4 of 3, 3, 2,
+    2 (a multiple of 2, so neither connection is left alone with a last batch); 3 at a time, 4, 3, 3. Every
+    transaction holds consecutive days and never more than the bound."""
+    days = days_between("2026-02-01", "2026-02-10")
+    write(postgres, {d: 3 for d in days}, "a", days_per_transaction=4)
+    assert [len(t) for t in transactions_by_days(pg_dsn)] == [4, 3, 3]
+    sink = PostgresTableSink(postgres, SCHEMA, days_per_transaction=4)
+    assert sink.concurrent_transactions(TARGET, days) == 2  # the partitions are there now: the concurrent path
+    write(postgres, {d: 4 for d in days}, "b", run_id="run-2", days_per_transaction=4)
+    assert [len(t) for t in transactions_by_days(pg_dsn)] == [3, 3, 2, 2]
+    monkeypatch.setenv("IDEM_PG_PARALLEL_TRANSACTIONS", "3")
+    write(postgres, {d: 5 for d in days}, "c", run_id="run-3", days_per_transaction=4)
+    batches = transactions_by_days(pg_dsn)
+    assert [len(t) for t in batches] == [4, 3, 3]
+    assert [d for t in batches for d in t] == days
+    assert table_state(pg_dsn) == {d: (5, {"c"}) for d in days}
+
+
 def test_long_asset_names_get_distinct_partition_names_within_postgres_limits(postgres):
     sink = PostgresTableSink(postgres, SCHEMA)
     a = AssetTarget("x" * 50 + "_first", DECL, AuditRules())
