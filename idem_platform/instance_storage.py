@@ -16,10 +16,14 @@ dagster-postgres stores them one at a time:
   run before its first step): their rows in one INSERT, their tags, and each asset's entry, as dagster-postgres
   stores its batches of materializations;
 - check evaluations: their rows in one INSERT, then their check execution rows (made by the run's planned
-  events) updated as Dagster's `_update_asset_check_evaluation` updates each, by one `UPDATE ... FROM (VALUES ...)`;
+  events) updated as Dagster's `_update_asset_check_evaluation` updates each, by one `UPDATE ... FROM unnest(...)`;
   an evaluation with no such row goes through Dagster's own code. One at a time, each was an INSERT, a NOTIFY, a
   catalog query and an UPDATE, 4-5 ms: 1.5-2 s of a 365-day run's checks; as a batch with Dagster's update per
-  evaluation, ~0.45 s.
+  evaluation, ~0.45 s; as these two statements, ~0.12 s.
+
+Both statements send the rows as one array per column (`unnest`), so their text is the same for any number of
+events and SQLAlchemy compiles it once; a VALUES list of bound rows (Dagster's batch INSERT) is compiled anew
+for every batch, ~0.1 s for 365 events. Each event is serialized once, for its row and its execution row.
 
 Dagster sends planned events as a batch already (with `DAGSTER_EVENT_BATCH_SIZE` set, as the platform sets it);
 `check_records.log_evaluations` logs a range run's evaluations as a batch when this storage says it takes them
@@ -41,7 +45,6 @@ from dagster import DagsterEventType, DagsterInvariantViolationError, EventLogEn
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-from dagster._serdes import serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_connection, create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
@@ -104,63 +107,83 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                 finally:
                     self._batch.connection = None
 
-    def _insert(self, conn, events: Sequence[EventLogEntry]) -> list[int]:
-        """The events' rows of the event log, in one INSERT; their ids, in order."""
-        rows = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)).fetchall()
-        return [int(event_id) for (event_id,) in rows]
+    # The event log's rows of a batch (Dagster's `_event_to_row`) as one array per column (`unnest`): the statement
+    # is the same text for any number of events. Dagster's own batch INSERT of a VALUES list of bound rows is
+    # compiled anew for every batch (~0.1 s for 365 events). The ids follow the rows' order (`ORDER BY n`: the
+    # sequence hands them out in the order the rows are inserted).
+    _EVENT_COLUMNS = ("run_id", "event", "dagster_event_type", "timestamp", "step_key", "asset_key", "partition")
+    _INSERT_EVENTS = db.text(f"""
+        INSERT INTO {SqlEventLogStorageTable.name} ({", ".join(_EVENT_COLUMNS)})
+        SELECT {", ".join(_EVENT_COLUMNS)}
+        FROM unnest(CAST(:run_id AS TEXT[]), CAST(:event AS TEXT[]), CAST(:dagster_event_type AS TEXT[]),
+                    CAST(:timestamp AS TIMESTAMP[]), CAST(:step_key AS TEXT[]), CAST(:asset_key AS TEXT[]),
+                    CAST(:partition AS TEXT[])) WITH ORDINALITY AS v({", ".join(_EVENT_COLUMNS)}, n)
+        ORDER BY n
+        RETURNING id""")
+
+    def _insert(self, conn, events: Sequence[EventLogEntry]) -> tuple[list[int], list[dict[str, Any]]]:
+        """The events' rows of the event log, each event serialized once, in one INSERT; their ids, in the
+        events' order, and the rows."""
+        rows = [self._event_to_row(event) for event in events]
+        columns = {name: [row[name] for row in rows] for name in self._EVENT_COLUMNS}
+        ids = sorted(int(event_id) for (event_id,) in conn.execute(self._INSERT_EVENTS, columns))
+        return ids, rows
 
     def _store_evaluations(self, events: Sequence[EventLogEntry]) -> None:
         """The event rows, then each evaluation's check execution row (the one its planned event made) updated
         as Dagster's `_update_asset_check_evaluation` updates it, all of them by one UPDATE; an evaluation with
         no such row (no planned event, or no run) is stored by Dagster's own code, which inserts it."""
         with self._one_transaction() as conn:
-            ids = self._insert(conn, events)
-            updated = self._update_check_executions(conn, events, ids)
+            ids, rows = self._insert(conn, events)
+            updated = self._update_check_executions(conn, events, ids, [row["event"] for row in rows])
             for position, (event, event_id) in enumerate(zip(events, ids, strict=True)):
                 if position not in updated:
                     self.store_asset_check_event(event, event_id)
 
-    def _update_check_executions(self, conn, events: Sequence[EventLogEntry], ids: Sequence[int]) -> set[int]:
-        """One `UPDATE ... FROM (VALUES ...)` setting what Dagster sets per evaluation (status, event, timestamp,
-        storage ids), matched on the row Dagster matches: (asset key, check name, run id, partition). The
-        positions in `events` it updated. Two rows for one evaluation is Dagster's duplicate-planned-events
-        error, raised as Dagster raises it (the batch rolls back)."""
+    # What Dagster's `_update_asset_check_evaluation` sets, for every evaluation at once: the rows come as one
+    # array per column (`unnest`), so the statement is the same text for any number of them (a VALUES list of
+    # bound rows is compiled anew for each batch: ~0.1 s for 365).
+    _UPDATE_CHECK_EXECUTIONS = db.text(f"""
+        UPDATE {AssetCheckExecutionsTable.name} AS t
+        SET execution_status = v.status, evaluation_event = v.event, evaluation_event_timestamp = v.ts,
+            evaluation_event_storage_id = v.event_id, materialization_event_storage_id = v.materialization_id,
+            partition = v.partition
+        FROM unnest(CAST(:position AS INTEGER[]), CAST(:asset_key AS TEXT[]), CAST(:check_name AS TEXT[]),
+                    CAST(:run_id AS TEXT[]), CAST(:partition AS TEXT[]), CAST(:status AS TEXT[]),
+                    CAST(:event AS TEXT[]), CAST(:ts AS TIMESTAMP[]), CAST(:event_id AS BIGINT[]),
+                    CAST(:materialization_id AS BIGINT[]))
+             AS v(position, asset_key, check_name, run_id, partition, status, event, ts, event_id, materialization_id)
+        WHERE t.asset_key = v.asset_key AND t.check_name = v.check_name AND t.run_id = v.run_id
+          AND t.partition IS NOT DISTINCT FROM v.partition
+        RETURNING v.position""")
+
+    def _update_check_executions(self, conn, events: Sequence[EventLogEntry], ids: Sequence[int],
+                                 serialized: Sequence[str]) -> set[int]:
+        """One UPDATE setting what Dagster sets per evaluation (status, event, timestamp, storage ids), matched
+        on the row Dagster matches: (asset key, check name, run id, partition). The positions in `events` it
+        updated. Two rows for one evaluation is Dagster's duplicate-planned-events error, raised as Dagster
+        raises it (the batch rolls back). `serialized`: each event as its event-log row holds it."""
         if not self.supports_asset_checks:
             return set()  # Dagster's own path says to migrate
-        rows = []
-        for position, (event, event_id) in enumerate(zip(events, ids, strict=True)):
+        columns: dict[str, list] = {name: [] for name in (
+            "position", "asset_key", "check_name", "run_id", "partition", "status", "event", "ts", "event_id",
+            "materialization_id")}
+        for position, (event, event_id, text) in enumerate(zip(events, ids, serialized, strict=True)):
             evaluation = event.dagster_event.event_specific_data
             if not event.run_id:
                 continue  # a runless evaluation: Dagster's own path inserts it
             target = evaluation.target_materialization_data
-            rows.append((
-                position, evaluation.asset_key.to_string(), evaluation.check_name, event.run_id, evaluation.partition,
-                (AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED).value,
-                serialize_value(event), self._event_insert_timestamp(event), event_id,
-                target.storage_id if target else None,
-            ))
-        if not rows:
+            status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+            for name, value in (
+                ("position", position), ("asset_key", evaluation.asset_key.to_string()),
+                ("check_name", evaluation.check_name), ("run_id", event.run_id), ("partition", evaluation.partition),
+                ("status", status.value), ("event", text), ("ts", self._event_insert_timestamp(event)),
+                ("event_id", event_id), ("materialization_id", target.storage_id if target else None),
+            ):
+                columns[name].append(value)
+        if not columns["position"]:
             return set()
-        table = AssetCheckExecutionsTable
-        v = db.values(
-            db.column("position", db.Integer), db.column("asset_key", db.Text), db.column("check_name", db.Text),
-            db.column("run_id", db.Text), db.column("partition", db.Text), db.column("status", db.Text),
-            db.column("event", db.Text), db.column("ts", db.DateTime), db.column("event_id", db.BigInteger),
-            db.column("materialization_id", db.BigInteger), name="v",
-        ).data(rows)
-        statement = (
-            table.update()
-            .where(table.c.asset_key == v.c.asset_key, table.c.check_name == v.c.check_name,
-                   table.c.run_id == v.c.run_id, table.c.partition.is_not_distinct_from(v.c.partition))
-            .values(execution_status=v.c.status, evaluation_event=v.c.event,
-                    evaluation_event_timestamp=db.cast(v.c.ts, db.DateTime),
-                    evaluation_event_storage_id=db.cast(v.c.event_id, db.BigInteger),
-                    # a VALUES column of NULLs only is text to PostgreSQL: cast to the column's type
-                    materialization_event_storage_id=db.cast(v.c.materialization_id, db.BigInteger),
-                    partition=v.c.partition)
-            .returning(v.c.position)
-        )
-        positions = Counter(position for (position,) in conn.execute(statement))
+        positions = Counter(position for (position,) in conn.execute(self._UPDATE_CHECK_EXECUTIONS, columns))
         duplicated = [position for position, count in positions.items() if count > 1]
         if duplicated:
             evaluation = events[duplicated[0]].dagster_event.event_specific_data
@@ -175,7 +198,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         entry), as its own batch of materializations does it: the asset's entry from the asset's last event
         (it records the run that plans the asset, the same for all of them)."""
         with self._one_transaction() as conn:
-            ids = self._insert(conn, events)
+            ids, _ = self._insert(conn, events)
             self._store_asset_event_tags(conn, events, ids)
             last = {event.dagster_event.asset_key: (event, event_id) for event, event_id in zip(events, ids, strict=True)}
             for event, event_id in last.values():
