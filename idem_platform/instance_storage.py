@@ -173,7 +173,8 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             if not event.run_id:
                 continue  # a runless evaluation: Dagster's own path inserts it
             target = evaluation.target_materialization_data
-            status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+            status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else \
+                AssetCheckExecutionRecordStatus.FAILED
             for name, value in (
                 ("position", position), ("asset_key", evaluation.asset_key.to_string()),
                 ("check_name", evaluation.check_name), ("run_id", event.run_id), ("partition", evaluation.partition),
