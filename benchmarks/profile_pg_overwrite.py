@@ -178,7 +178,7 @@ def profile_server(dsn: str, frame, repeat: int) -> dict[str, list[float]]:
                     copy.write(chunk)
 
         sink.prepare(conn, target)  # the platform's parent table, then its day partition
-        sink._ensure_day_partitions(cur, target, [DAY], "setup")
+        sink._ensure_day_partitions(cur, target, [DAY])
         copy_into(sink.table(target))
         cur.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY (partition_date, id))").format(table("pk_empty"), columns))
         conn.commit()

@@ -188,3 +188,99 @@ def test_writers_of_overlapping_ranges_each_two_transactions_at_once_leave_every
         for day, (count, generations) in state.items():
             assert count == 12 and len(generations) == 1, (day, count, generations)
             assert generations <= {f"{n}{round_}" for n, days in ranges.items() if day in days}, (day, generations)
+
+
+def drop_table(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS wh.events")
+
+
+def test_writers_of_overlapping_first_loads_each_creating_its_partitions_first_leave_every_day_whole(pg_dsn, postgres):
+    """First loads (no day has a partition yet): each writer creates its range's missing partitions up front, in
+    short transactions under the days' partition locks, then writes two transactions at once. Three writers of
+    overlapping ranges start together on an empty table, 4 rounds (the table dropped between them): each either
+    creates the partitions or, finding another's ATTACH or partition lock in its way, falls back to one
+    transaction after another; none deadlocks or fails, every day holds exactly one writer's rows, whole, and no
+    day has two partitions."""
+    ranges = {"a": DAYS, "b": DAYS[2:], "c": DAYS[:6]}
+    errors: list[BaseException] = []
+    for round_ in range(1, 5):
+        drop_table(pg_dsn)
+        write(postgres, {DAYS[0]: 1}, label="seed", run_id=f"seed{round_}")  # the table, partitioned, one day
+        barrier = threading.Barrier(len(ranges))
+
+        def one(name, days):
+            barrier.wait()
+            try:
+                write(postgres, {day: 12 for day in days}, label=f"{name}{round_}", run_id=f"{name}{round_}",
+                      days_per_transaction=2)
+            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=item) for item in ranges.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        assert not errors, errors
+        state = table_state(pg_dsn)
+        assert set(state) == set(DAYS)
+        for day, (count, generations) in state.items():
+            assert count == 12 and len(generations) == 1, (day, count, generations)
+            assert generations <= {f"{n}{round_}" for n, days in ranges.items() if day in days}, (day, generations)
+        with psycopg.connect(pg_dsn) as conn:
+            bounds = conn.execute("SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                                  "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'wh.events'::regclass").fetchall()
+        assert len(bounds) == len(set(bounds)) == len(DAYS)
+
+
+def test_a_first_load_whose_partitions_another_writer_holds_falls_back_and_waits_its_turn(pg_dsn, postgres):
+    """Who else touches the same locks: another session holds the partition lock of one new day of the range
+    (a writer of that day, mid-write). Creating the range's partitions up front gives up after
+    IDEM_PG_SWAP_LOCK_TIMEOUT_MS instead of waiting; the range is then written one transaction after another,
+    which waits for that day's lock as any writer does, and publishes every day once it is released."""
+    write(postgres, {DAYS[0]: 2}, label="seed")  # the table exists; DAYS[1:] are new days
+    holder = psycopg.connect(pg_dsn)
+    ledger.lock_partitions(holder, TARGET.asset, [DAYS[4]])
+    done: dict = {}
+
+    def the_range():
+        try:
+            done["entries"] = write(postgres, {day: 7 for day in DAYS[1:]}, label="r", run_id="range",
+                                    days_per_transaction=2, lock_timeout_ms=200)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            done["error"] = exc
+
+    writer = threading.Thread(target=the_range, daemon=True)
+    writer.start()
+    try:
+        time.sleep(3)  # far longer than the up-front creation's 200 ms: it gave up, the range waits its turn
+        assert writer.is_alive(), done
+        published = table_state(pg_dsn)
+        assert DAYS[4] not in published
+    finally:
+        holder.rollback()
+        holder.close()
+    writer.join(60)
+    assert "error" not in done, done.get("error")
+    assert len(done["entries"]) == 7
+    assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (7, {"r"}) for day in DAYS[1:]}}
+
+
+def test_a_first_load_refused_by_its_audit_publishes_nothing_and_a_rerun_publishes_it(pg_dsn, postgres):
+    """The range's partitions are created before its audit has finished (it runs beside the first COPY): a
+    refused range leaves every day as it was (no row, no ledger entry; at most empty partitions) and the
+    corrected rerun publishes every day."""
+    from idem_platform.storage.audit import AuditError
+
+    write(postgres, {DAYS[0]: 2}, label="seed")
+    bad = frame({day: 5 for day in DAYS[1:]}, "bad")
+    bad.loc[bad.index[-1], "id"] = bad.loc[bad.index[-2], "id"]  # a duplicate key on the last day
+    sink = PostgresTableSink(postgres, SCHEMA, days_per_transaction=2)
+    with pytest.raises(AuditError):
+        publish_partitions(sink, postgres, TARGET, DAYS[1:], bad, "bad-run")
+    assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"})}
+    with psycopg.connect(pg_dsn) as conn:
+        assert [e.partition for e in ledger.history(conn, "events")] == [DAYS[0]]
+    write(postgres, {day: 5 for day in DAYS[1:]}, label="good", run_id="good-run", days_per_transaction=2)
+    assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (5, {"good"}) for day in DAYS[1:]}}

@@ -174,15 +174,15 @@ def transactions_by_days(dsn) -> list[list[str]]:
 
 
 def test_a_long_ranges_transactions_are_even_so_those_run_at_once_end_together(postgres, pg_dsn, monkeypatch):
-    """10 days, at most 4 per transaction: a first load (new partitions, one transaction after another) runs 3
-    transactions of 4, 3 and 3 days (not 4, 4, 2); a rewrite, its transactions two at a time, runs 4 of 3, 3, 2,
-    2 (a multiple of 2, so neither connection is left alone with a last batch); 3 at a time, 4, 3, 3. Every
-    transaction holds consecutive days and never more than the bound."""
+    """10 days, at most 4 per transaction. One transaction after another (IDEM_PG_PARALLEL_TRANSACTIONS=1): 3
+    of 4, 3 and 3 days (not 4, 4, 2). Two at a time: 4 of 3, 3, 2, 2 (a multiple of 2, so neither connection is
+    left alone with a last batch), for a first load too (its partitions made first); 3 at a time: 4, 3, 3.
+    Every transaction holds consecutive days and never more than the bound."""
     days = days_between("2026-02-01", "2026-02-10")
+    monkeypatch.setenv("IDEM_PG_PARALLEL_TRANSACTIONS", "1")
     write(postgres, {d: 3 for d in days}, "a", days_per_transaction=4)
     assert [len(t) for t in transactions_by_days(pg_dsn)] == [4, 3, 3]
-    sink = PostgresTableSink(postgres, SCHEMA, days_per_transaction=4)
-    assert sink.concurrent_transactions(TARGET, days) == 2  # the partitions are there now: the concurrent path
+    monkeypatch.setenv("IDEM_PG_PARALLEL_TRANSACTIONS", "2")
     write(postgres, {d: 4 for d in days}, "b", run_id="run-2", days_per_transaction=4)
     assert [len(t) for t in transactions_by_days(pg_dsn)] == [3, 3, 2, 2]
     monkeypatch.setenv("IDEM_PG_PARALLEL_TRANSACTIONS", "3")
@@ -191,6 +191,25 @@ def test_a_long_ranges_transactions_are_even_so_those_run_at_once_end_together(p
     assert [len(t) for t in batches] == [4, 3, 3]
     assert [d for t in batches for d in t] == days
     assert table_state(pg_dsn) == {d: (5, {"c"}) for d in days}
+
+
+def test_a_long_first_load_makes_its_partitions_first_then_writes_two_transactions_at_once(postgres, pg_dsn):
+    """A first load of 10 new days (a backfill), at most 4 per transaction: the days' empty partitions are
+    created up front (committed before any row is written), so the rows are written as in a rewrite, two
+    transactions at once, each writing only rows: 4 transactions of 3, 3, 2, 2 days, none of which made a
+    partition (every partition's catalog row is older than every row of the data)."""
+    write(postgres, {"2026-01-31": 2}, "seed")  # the table exists, partitioned
+    days = days_between("2026-02-01", "2026-02-10")
+    write(postgres, {d: 3 for d in days}, "a", run_id="run-2", days_per_transaction=4)
+    assert table_state(pg_dsn) == {"2026-01-31": (2, {"seed"}), **{d: (3, {"a"}) for d in days}}
+    assert [len(t) for t in transactions_by_days(pg_dsn) if t[0] in days] == [3, 3, 2, 2]
+    with psycopg.connect(pg_dsn) as conn:
+        made_with_rows = conn.execute(
+            """SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'wh.events'::regclass
+                 AND c.xmin::text IN (SELECT DISTINCT xmin::text FROM wh.events WHERE partition_date >= '2026-02-01')"""
+        ).fetchone()[0]
+    assert made_with_rows == 0
 
 
 def test_long_asset_names_get_distinct_partition_names_within_postgres_limits(postgres):
