@@ -706,7 +706,8 @@ class PostgresTableSink(PartitionSink):
     def _ensure_day_partitions(self, cur: psycopg.Cursor, target: AssetTarget, days: Sequence[str]) -> dict[str, sql.Identifier]:
         """Give every day that has none an empty partition (ATTACH takes SHARE UPDATE EXCLUSIVE: readers go on);
         each day's partition. The new partitions' statements (CREATE, key and bound, ATTACH: three per day) go to
-        the server as one string, in one round trip: sent one by one, 365 new days took ~2 s, ~1.2 s so."""
+        the server as one string, in one round trip (`benchmarks/profile_first_load.py`: 365 new days 0.5-0.9x
+        the time of one statement at a time)."""
         partitions = self._day_partitions(cur, target, days)
         missing = [d for d in days if d not in partitions]
         if not missing:
