@@ -158,36 +158,44 @@ def test_a_snapshot_taken_before_a_publish_sees_the_old_day_by_default(pg_dsn, p
     assert table_state(pg_dsn)[DAYS[0]] == (400, {"new"})
 
 
+OVERLAPPING = {"a": DAYS, "b": DAYS[2:], "c": DAYS[:6]}  # 8, 6 and 6 days
+
+
+def overlapping_writers_leave_every_day_whole(postgres, pg_dsn, round_: int) -> None:
+    """The three writers of OVERLAPPING start together (2 days per transaction); then none has failed and every
+    day holds exactly one writer's rows, whole (never two generations mixed, never a gap)."""
+    barrier = threading.Barrier(len(OVERLAPPING))
+    errors: list[BaseException] = []
+
+    def one(name, days):
+        barrier.wait()
+        try:
+            write(postgres, {day: 12 for day in days}, label=f"{name}{round_}", run_id=f"{name}{round_}",
+                  days_per_transaction=2)
+        except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=item) for item in OVERLAPPING.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not errors, errors
+    state = table_state(pg_dsn)
+    assert set(state) == set(DAYS)
+    for day, (count, generations) in state.items():
+        assert count == 12 and len(generations) == 1, (day, count, generations)
+        assert generations <= {f"{n}{round_}" for n, days in OVERLAPPING.items() if day in days}, (day, generations)
+
+
 def test_writers_of_overlapping_ranges_each_two_transactions_at_once_leave_every_day_whole(pg_dsn, postgres):
     """A range's transactions run two at a time (every day's partition present, no swap); three writers of
     overlapping ranges (8, 6 and 6 days, 2 days per transaction) start together, 4 rounds: none deadlocks or
     fails, and every day holds exactly one writer's rows, whole (never two generations mixed, never a gap)."""
     write(postgres, {day: 10 for day in DAYS}, label="g0")  # the partitions exist: the concurrent path is taken
     assert PostgresTableSink(postgres, SCHEMA, days_per_transaction=2).concurrent_transactions(TARGET, DAYS) == 2
-    ranges = {"a": DAYS, "b": DAYS[2:], "c": DAYS[:6]}
-    errors: list[BaseException] = []
     for round_ in range(1, 5):
-        barrier = threading.Barrier(len(ranges))
-
-        def one(name, days):
-            barrier.wait()
-            try:
-                write(postgres, {day: 12 for day in days}, label=f"{name}{round_}", run_id=f"{name}{round_}",
-                      days_per_transaction=2)
-            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=item) for item in ranges.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
-        assert not errors, errors
-        state = table_state(pg_dsn)
-        assert set(state) == set(DAYS)
-        for day, (count, generations) in state.items():
-            assert count == 12 and len(generations) == 1, (day, count, generations)
-            assert generations <= {f"{n}{round_}" for n, days in ranges.items() if day in days}, (day, generations)
+        overlapping_writers_leave_every_day_whole(postgres, pg_dsn, round_)
 
 
 def drop_table(dsn: str) -> None:
@@ -202,32 +210,10 @@ def test_writers_of_overlapping_first_loads_each_creating_its_partitions_first_l
     creates the partitions or, finding another's ATTACH or partition lock in its way, falls back to one
     transaction after another; none deadlocks or fails, every day holds exactly one writer's rows, whole, and no
     day has two partitions."""
-    ranges = {"a": DAYS, "b": DAYS[2:], "c": DAYS[:6]}
-    errors: list[BaseException] = []
     for round_ in range(1, 5):
         drop_table(pg_dsn)
         write(postgres, {DAYS[0]: 1}, label="seed", run_id=f"seed{round_}")  # the table, partitioned, one day
-        barrier = threading.Barrier(len(ranges))
-
-        def one(name, days):
-            barrier.wait()
-            try:
-                write(postgres, {day: 12 for day in days}, label=f"{name}{round_}", run_id=f"{name}{round_}",
-                      days_per_transaction=2)
-            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=item) for item in ranges.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
-        assert not errors, errors
-        state = table_state(pg_dsn)
-        assert set(state) == set(DAYS)
-        for day, (count, generations) in state.items():
-            assert count == 12 and len(generations) == 1, (day, count, generations)
-            assert generations <= {f"{n}{round_}" for n, days in ranges.items() if day in days}, (day, generations)
+        overlapping_writers_leave_every_day_whole(postgres, pg_dsn, round_)
         with psycopg.connect(pg_dsn) as conn:
             bounds = conn.execute("SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
                                   "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'wh.events'::regclass").fetchall()
