@@ -28,10 +28,12 @@ import dagster as dg
 
 from . import settings
 from .checks import checks_for
+from .declare import DeclarationError
 from .rechecks import recheck_jobs_and_schedules
 from .resources import LakeResource, PostgresResource
 from .storage.elasticsearch_store import ElasticsearchPartitionIOManager
 from .storage.lake_store import LakePartitionIOManager
+from .storage.partition_store import KEY_METADATA, AssetTarget, PartitionIOManager
 from .storage.postgres_store import PostgresPartitionIOManager
 from .storage.search_client import ElasticsearchResource
 from .verification import verify_job
@@ -68,6 +70,7 @@ def idem_definitions(
     settings.apply_dagster_defaults()
     assets = list(assets)
     resources = {**platform_resources(), **(resources or {})}
+    refuse_shared_containers(assets, resources)
     recheck_jobs, drift_schedules = recheck_jobs_and_schedules(assets)
     return dg.Definitions(
         assets=assets,
@@ -79,3 +82,30 @@ def idem_definitions(
         executor=executor or dg.in_process_executor,
         **definitions_kwargs,
     )
+
+
+def refuse_shared_containers(assets: Iterable[Any], resources: Mapping[str, Any]) -> None:
+    """Two assets of the code location that their IO managers would write into one table or one index (keys
+    whose prefixes join to the same schema, `a_b/x` and `a/b/x`; search keys that differ only by case) would
+    replace each other's days: each asset's partition locks and ledger rows are its own, so nothing else stops
+    them. Refused when the code location loads, naming both assets and the container."""
+    owners: dict[tuple[str, str], str] = {}
+    for assets_def in assets:
+        if not isinstance(assets_def, dg.AssetsDefinition):
+            continue
+        for key in assets_def.keys:
+            metadata = assets_def.specs_by_key[key].metadata
+            io_manager = resources.get(assets_def.get_io_manager_key_for_asset_key(key))
+            if KEY_METADATA not in metadata or not isinstance(io_manager, PartitionIOManager):
+                continue
+            asset = key.to_user_string()
+            container = io_manager.container_of(AssetTarget.from_metadata(asset, metadata))
+            if container is None:
+                continue
+            other = owners.setdefault((io_manager.server_of(), container), asset)
+            if other != asset:
+                raise DeclarationError(
+                    f"assets {other!r} and {asset!r} would both be written to {container}: each would replace the "
+                    "other's days. Give one of them another name or key prefix, or another IO manager "
+                    "(e.g. another db_schema)"
+                )

@@ -238,12 +238,7 @@ class ElasticsearchIndexSink(PartitionSink):
     # names ------------------------------------------------------------------------------------------------
 
     def names(self, target: AssetTarget) -> SearchNames:
-        """The asset key, prefix segments joined by `.` (`sales/orders` -> `sales.orders`): no asset name holds a
-        `.` or a `-`, so distinct keys give distinct indices and aliases."""
-        base = ".".join(target.asset.split("/")).lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", base):
-            raise ValueError(f"asset {target.asset!r} cannot name an index: it must start with a letter or digit")
-        return SearchNames(base, self.period)
+        return SearchNames(index_base(target.asset), self.period)
 
     def read_alias(self, target: AssetTarget) -> str:
         return self.names(target).read_alias
@@ -652,6 +647,16 @@ def _reason(error: Any) -> str:
     return str(error)[:300]
 
 
+def index_base(asset: str) -> str:
+    """The asset key, prefix segments joined by `.` (`sales/orders` -> `sales.orders`), lower-cased (index names
+    must be): no asset name holds a `.` or a `-`, so keys that differ other than by case give distinct indices and
+    aliases (`Orders` and `orders` would share them: `code_location.refuse_shared_containers` refuses that)."""
+    base = ".".join(asset.split("/")).lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_]*(\.[a-z0-9_]+)*", base):
+        raise ValueError(f"asset {asset!r} cannot name an index: it must start with a letter or digit")
+    return base
+
+
 class ElasticsearchPartitionIOManager(PartitionIOManager):
     """Daily partitions of an asset in Elasticsearch: one index per asset per year (or month, `index_period`), a
     filtered alias per day (`<asset>-YYYY.MM.DD`) and one for the asset (`<asset>`)."""
@@ -667,3 +672,9 @@ class ElasticsearchPartitionIOManager(PartitionIOManager):
     def sink(self) -> ElasticsearchIndexSink:
         return ElasticsearchIndexSink(self.es, replicas=self.replicas, bulk_chunk_docs=self.bulk_chunk_docs,
                                       period=self.index_period)
+
+    def container_of(self, target: AssetTarget) -> str | None:
+        return f"search indices and aliases {index_base(target.asset)}*"
+
+    def server_of(self) -> str:
+        return repr(self.es)

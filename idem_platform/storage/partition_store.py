@@ -727,6 +727,16 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     @abc.abstractmethod
     def sink(self) -> PartitionSink: ...
 
+    def container_of(self, target: AssetTarget) -> str | None:
+        """The name of what this IO manager writes the asset into (a table, an index), computed without touching a
+        server or a file, for `code_location.refuse_shared_containers`; None: not known without I/O (the lake:
+        one folder per asset key, never shared)."""
+        return None
+
+    def server_of(self) -> str:
+        """Which server holds `container_of`'s containers (two IO managers on one server can share a name)."""
+        return repr(self.postgres)
+
     def store_of(self, assets_def: dg.AssetsDefinition, key: dg.AssetKey | None = None) -> str:
         """Where this IO manager keeps the asset (`key`, default the definition's only key): the ledger's `store`
         of its publishes, e.g. `warehouse.service_requests`. Deployments sharing one ledger write the same asset

@@ -757,3 +757,6 @@ class PostgresPartitionIOManager(PartitionIOManager):
 
     def sink(self) -> PostgresTableSink:
         return PostgresTableSink(self.postgres, self.db_schema or settings.current().pg_schema)
+
+    def container_of(self, target: AssetTarget) -> str | None:
+        return f"PostgreSQL table {self.sink().store(target)}"

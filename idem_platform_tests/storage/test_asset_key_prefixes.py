@@ -75,3 +75,49 @@ def test_orders_and_orders_p20260105_are_two_assets(store_resources, postgres, m
         target = AssetTarget.from_metadata(asset.key.to_user_string(), asset.specs_by_key[asset.key].metadata)
         frame = store_resources["warehouse_io"].sink().read(target, [DAY])
         assert frame[["id", "owner"]].to_dict("records") == [{"id": i, "owner": target.name} for i in range(rows)]
+
+
+def asset_at(key: list[str], io_manager_key: str) -> dg.AssetsDefinition:
+    @idem_asset(name=key[-1], key_prefix=key[:-1], columns={"id": "int"}, key=["id"], io_manager_key=io_manager_key,
+                start="2026-01-01", end="2026-01-31")
+    def _asset(context, day: str) -> pd.DataFrame:
+        return pd.DataFrame({"id": [1]})
+
+    return _asset
+
+
+@pytest.mark.parametrize(("first", "second", "io_manager_key", "container"), [
+    (["a_b", "orders"], ["a", "b", "orders"], "warehouse_io", "PostgreSQL table a_b.orders"),
+    (["Orders"], ["orders"], "search_io", "search indices and aliases orders*"),
+    (["Sales", "orders"], ["sales", "orders"], "search_io", "search indices and aliases sales.orders*"),
+])
+def test_two_keys_that_would_share_a_table_or_an_index_are_refused_when_the_code_location_loads(
+        first, second, io_manager_key, container):
+    """Who else touches the same names: `a_b/orders` and `a/b/orders` both name table `a_b.orders` (prefix segments
+    are joined by `_`); index names are lower case, so `Orders` and `orders` share their indices. Each asset has
+    its own partition locks and ledger rows, so the two would replace each other's days: the code location is
+    refused when it loads, naming both assets and the table or index."""
+    from idem_platform import DeclarationError, idem_definitions
+
+    with pytest.raises(DeclarationError) as refused:
+        idem_definitions(assets=[asset_at(first, io_manager_key), asset_at(second, io_manager_key)])
+    message = str(refused.value)
+    assert "/".join(first) in message and "/".join(second) in message and container in message, message
+
+
+def test_the_same_name_through_two_io_managers_is_refused_only_where_they_name_the_same_table(postgres):
+    """Two IO managers of one server with other schemas keep `orders` apart (accepted); prefixed keys name their
+    schema themselves, so `a_b/orders` through one and `a/b/orders` through the other still share table
+    `a_b.orders` on that server (refused)."""
+    from idem_platform import DeclarationError, idem_definitions
+    from idem_platform.storage.postgres_store import PostgresPartitionIOManager
+
+    resources = {"warehouse_io": PostgresPartitionIOManager(postgres=postgres, db_schema="one"),
+                 "other_io": PostgresPartitionIOManager(postgres=postgres, db_schema="two")}
+    idem_definitions(assets=[asset_at(["orders"], "warehouse_io"), asset_at(["orders_copy"], "other_io")],
+                     resources=resources)
+    idem_definitions(assets=[asset_at(["team_a", "orders"], "warehouse_io"), asset_at(["orders"], "other_io")],
+                     resources=resources)
+    with pytest.raises(DeclarationError, match="'a_b/orders' and 'a/b/orders'.*PostgreSQL table a_b.orders"):
+        idem_definitions(assets=[asset_at(["a_b", "orders"], "warehouse_io"), asset_at(["a", "b", "orders"], "other_io")],
+                         resources=resources)
