@@ -89,23 +89,24 @@ def refuse_shared_containers(assets: Iterable[Any], resources: Mapping[str, Any]
     whose prefixes join to the same schema, `a_b/x` and `a/b/x`; search keys that differ only by case) would
     replace each other's days: each asset's partition locks and ledger rows are its own, so nothing else stops
     them. Refused when the code location loads, naming both assets and the container."""
-    owners: dict[tuple[str, str], str] = {}
+    by_io_manager: dict[str, tuple[PartitionIOManager, list[AssetTarget]]] = {}
     for assets_def in assets:
         if not isinstance(assets_def, dg.AssetsDefinition):
             continue
         for key in assets_def.keys:
             metadata = assets_def.specs_by_key[key].metadata
-            io_manager = resources.get(assets_def.get_io_manager_key_for_asset_key(key))
-            if KEY_METADATA not in metadata or not isinstance(io_manager, PartitionIOManager):
-                continue
-            asset = key.to_user_string()
-            container = io_manager.container_of(AssetTarget.from_metadata(asset, metadata))
-            if container is None:
-                continue
-            other = owners.setdefault((io_manager.server_of(), container), asset)
-            if other != asset:
+            io_key = assets_def.get_io_manager_key_for_asset_key(key)
+            if KEY_METADATA in metadata and isinstance(resources.get(io_key), PartitionIOManager):
+                by_io_manager.setdefault(io_key, (resources[io_key], []))[1].append(
+                    AssetTarget.from_metadata(key.to_user_string(), metadata))
+    owners: dict[tuple[str, str], str] = {}
+    for io_manager, targets in by_io_manager.values():
+        server = io_manager.server_of()
+        for target, container in zip(targets, io_manager.containers_of(targets), strict=True):
+            other = container and owners.setdefault((server, container), target.asset)
+            if other and other != target.asset:
                 raise DeclarationError(
-                    f"assets {other!r} and {asset!r} would both be written to {container}: each would replace the "
-                    "other's days. Give one of them another name or key prefix, or another IO manager "
+                    f"assets {other!r} and {target.asset!r} would both be written to {container}: each would "
+                    "replace the other's days. Give one of them another name or key prefix, or another IO manager "
                     "(e.g. another db_schema)"
                 )

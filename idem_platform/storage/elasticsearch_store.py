@@ -673,8 +673,8 @@ class ElasticsearchPartitionIOManager(PartitionIOManager):
         return ElasticsearchIndexSink(self.es, replicas=self.replicas, bulk_chunk_docs=self.bulk_chunk_docs,
                                       period=self.index_period)
 
-    def container_of(self, target: AssetTarget) -> str | None:
-        return f"search indices and aliases {index_base(target.asset)}*"
+    def containers_of(self, targets: Sequence[AssetTarget]) -> list[str | None]:
+        return [f"search indices and aliases {index_base(target.asset)}*" for target in targets]
 
     def server_of(self) -> str:
         return repr(self.es)

@@ -727,14 +727,14 @@ class PartitionIOManager(dg.ConfigurableIOManager):
     @abc.abstractmethod
     def sink(self) -> PartitionSink: ...
 
-    def container_of(self, target: AssetTarget) -> str | None:
-        """The name of what this IO manager writes the asset into (a table, an index), computed without touching a
-        server or a file, for `code_location.refuse_shared_containers`; None: not known without I/O (the lake:
+    def containers_of(self, targets: Sequence[AssetTarget]) -> list[str | None]:
+        """The name of what this IO manager writes each asset into (a table, an index), computed without touching
+        a server or a file, for `code_location.refuse_shared_containers`; None: not known without I/O (the lake:
         one folder per asset key, never shared)."""
-        return None
+        return [None for _ in targets]
 
     def server_of(self) -> str:
-        """Which server holds `container_of`'s containers (two IO managers on one server can share a name)."""
+        """Which server holds `containers_of`'s containers (two IO managers on one server can share a name)."""
         return repr(self.postgres)
 
     def store_of(self, assets_def: dg.AssetsDefinition, key: dg.AssetKey | None = None) -> str:

@@ -758,5 +758,6 @@ class PostgresPartitionIOManager(PartitionIOManager):
     def sink(self) -> PostgresTableSink:
         return PostgresTableSink(self.postgres, self.db_schema or settings.current().pg_schema)
 
-    def container_of(self, target: AssetTarget) -> str | None:
-        return f"PostgreSQL table {self.sink().store(target)}"
+    def containers_of(self, targets: Sequence[AssetTarget]) -> list[str | None]:
+        sink = self.sink()
+        return [f"PostgreSQL table {sink.store(target)}" for target in targets]
