@@ -125,8 +125,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         """The events' rows of the event log, each event serialized once, in one INSERT; their ids, in the
         events' order, and the rows."""
         rows = [self._event_to_row(event) for event in events]
-        columns = {name: [row[name] for row in rows] for name in self._EVENT_COLUMNS}
-        ids = sorted(int(event_id) for (event_id,) in conn.execute(self._INSERT_EVENTS, columns))
+        ids = sorted(int(event_id) for (event_id,) in conn.execute(self._INSERT_EVENTS, _arrays(rows, self._EVENT_COLUMNS)))
         return ids, rows
 
     def _store_evaluations(self, events: Sequence[EventLogEntry]) -> None:
@@ -135,7 +134,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         no such row (no planned event, or no run) is stored by Dagster's own code, which inserts it."""
         with self._one_transaction() as conn:
             ids, rows = self._insert(conn, events)
-            updated = self._update_check_executions(conn, events, ids, [row["event"] for row in rows])
+            updated = self._update_check_executions(conn, events, ids, rows)
             for position, (event, event_id) in enumerate(zip(events, ids, strict=True)):
                 if position not in updated:
                     self.store_asset_check_event(event, event_id)
@@ -158,33 +157,31 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         RETURNING v.position""")
 
     def _update_check_executions(self, conn, events: Sequence[EventLogEntry], ids: Sequence[int],
-                                 serialized: Sequence[str]) -> set[int]:
+                                 rows: Sequence[dict[str, Any]]) -> set[int]:
         """One UPDATE setting what Dagster sets per evaluation (status, event, timestamp, storage ids), matched
         on the row Dagster matches: (asset key, check name, run id, partition). The positions in `events` it
         updated. Two rows for one evaluation is Dagster's duplicate-planned-events error, raised as Dagster
-        raises it (the batch rolls back). `serialized`: each event as its event-log row holds it."""
+        raises it (the batch rolls back). `rows`: the events' event-log rows (`_insert`: text and timestamp)."""
         if not self.supports_asset_checks:
             return set()  # Dagster's own path says to migrate
-        columns: dict[str, list] = {name: [] for name in (
-            "position", "asset_key", "check_name", "run_id", "partition", "status", "event", "ts", "event_id",
-            "materialization_id")}
-        for position, (event, event_id, text) in enumerate(zip(events, ids, serialized, strict=True)):
+        executions = []
+        for position, (event, event_id, row) in enumerate(zip(events, ids, rows, strict=True)):
             evaluation = event.dagster_event.event_specific_data
             if not event.run_id:
                 continue  # a runless evaluation: Dagster's own path inserts it
             target = evaluation.target_materialization_data
             status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else \
                 AssetCheckExecutionRecordStatus.FAILED
-            for name, value in (
-                ("position", position), ("asset_key", evaluation.asset_key.to_string()),
-                ("check_name", evaluation.check_name), ("run_id", event.run_id), ("partition", evaluation.partition),
-                ("status", status.value), ("event", text), ("ts", self._event_insert_timestamp(event)),
-                ("event_id", event_id), ("materialization_id", target.storage_id if target else None),
-            ):
-                columns[name].append(value)
-        if not columns["position"]:
+            executions.append({
+                "position": position, "asset_key": evaluation.asset_key.to_string(),
+                "check_name": evaluation.check_name, "run_id": event.run_id, "partition": evaluation.partition,
+                "status": status.value, "event": row["event"], "ts": row["timestamp"], "event_id": event_id,
+                "materialization_id": target.storage_id if target else None,
+            })
+        if not executions:
             return set()
-        positions = Counter(position for (position,) in conn.execute(self._UPDATE_CHECK_EXECUTIONS, columns))
+        positions = Counter(position for (position,) in conn.execute(
+            self._UPDATE_CHECK_EXECUTIONS, _arrays(executions, list(executions[0]))))
         duplicated = [position for position, count in positions.items() if count > 1]
         if duplicated:
             evaluation = events[duplicated[0]].dagster_event.event_specific_data
@@ -222,3 +219,8 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             inst_data=inst_data,
             token_provider=get_token_provider_from_config(config_value),
         )
+
+
+def _arrays(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, list]:
+    """`rows` as one list per column: the `unnest` statements' parameters."""
+    return {name: [row[name] for row in rows] for name in names}

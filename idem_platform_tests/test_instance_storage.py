@@ -214,3 +214,35 @@ def test_a_refused_batch_of_evaluations_leaves_nothing_half_stored_and_each_is_s
     # the batch rolled back whole (no event of it left behind); Dagster then stored each evaluation on its own, once
     assert stored_evaluations(dsn, run_id) == (24, 24, 24, 26)
     assert execution_rows_as_dagster_writes_them(dsn, run_id) == []  # Dagster's own path: the same rows
+
+
+def test_batches_stored_at_once_by_two_writers_each_get_their_own_events_ids(instance_dsn):
+    """Who else writes the event log at the same time: two storages (two runs' processes) store batches of 200
+    events at once, 10 rounds. The ids each batch gets back are its own events', in its order (the check
+    evaluations' execution rows are linked through them): every id's stored event is the event at that position."""
+    import threading
+
+    storages = [PooledPostgresEventLogStorage(instance_dsn) for _ in range(2)]
+    wrong: list = []
+
+    def one(storage, writer: int):
+        for round_ in range(10):
+            events = [dg.EventLogEntry(error_info=None, level="INFO", user_message=f"w{writer} r{round_} e{i}",
+                                       run_id=f"run-{writer}", timestamp=time.time()) for i in range(200)]
+            with storage._one_transaction() as conn:
+                ids, _ = storage._insert(conn, events)
+            with psycopg.connect(instance_dsn) as check:
+                stored = dict(check.execute("SELECT id, event FROM event_logs WHERE id = ANY(%s)", (ids,)).fetchall())
+            wrong.extend((writer, round_, i) for i, (event, event_id) in enumerate(zip(events, ids))
+                         if f'"{event.user_message}"' not in stored.get(event_id, ""))
+
+    threads = [threading.Thread(target=one, args=(storage, n)) for n, storage in enumerate(storages)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for storage in storages:
+            storage.dispose()
+    assert wrong == []
