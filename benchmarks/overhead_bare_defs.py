@@ -4,8 +4,8 @@
 
 What a careful Dagster user writes without the platform: daily partitions with a single-run backfill policy
 (a range is one run, as the platform's), the in-process executor (as `idem_definitions`), and in the asset body
-one transaction per run: DELETE the run's days, COPY the new rows (pyarrow CSV, 100k-row slices) into a plain
-table keyed like the platform's, COMMIT. It gets the platform's tricks where they are Dagster's (the same
+one transaction per run: DELETE the run's days, COPY the new rows (pyarrow CSV, 100k-row slices, zoned timestamps
+as UTC text as the platform writes them) into a plain table keyed like the platform's, COMMIT. It gets the platform's tricks where they are Dagster's (the same
 instance, dagster-postgres) and has none of its guarantees (no lock between concurrent runs of a day, no audit,
 no ledger, no checks).
 """
@@ -17,6 +17,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
@@ -35,6 +36,13 @@ def bare_readings(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     days = list(context.partition_keys)
     frame = pd.concat([day_readings(day) for day in days], ignore_index=True)
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    # The platform's trick (postgres_store._zoned_as_utc_text), so the baseline has it too: Arrow's CSV writer
+    # formats a zoned timestamp through the time zone database, value by value; the UTC wall time with "+00" is
+    # the same instant for PostgreSQL and twenty times faster to write.
+    for i, field in enumerate(arrow.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            wall = arrow.column(i).cast(pa.timestamp(field.type.unit)).cast(pa.string())
+            arrow = arrow.set_column(i, field.name, pc.binary_join_element_wise(wall, "+00", ""))
     options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
     with psycopg.connect(os.environ["IDEM_PG_DSN"]) as conn, conn.cursor() as cur:
         cur.execute("CREATE SCHEMA IF NOT EXISTS bare")

@@ -246,3 +246,45 @@ def test_batches_stored_at_once_by_two_writers_each_get_their_own_events_ids(ins
         for storage in storages:
             storage.dispose()
     assert wrong == []
+
+
+def planned_check_event(run_id: str, days: list[str] | None) -> dg.EventLogEntry:
+    """A run's planned event of a check, over `days` (None: a check without partitions)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    subset = dg.DailyPartitionsDefinition(start_date="2025-01-01").subset_with_partition_keys(days).to_serializable_subset() if days else None
+    planned = AssetCheckEvaluationPlanned(asset_key=dg.AssetKey(["shop", "orders"]), check_name="fingerprint_matches_ledger",
+                                          partitions_subset=subset)
+    event = DagsterEvent(DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value, "__ASSET_JOB",
+                         event_specific_data=planned, step_key="orders_fingerprint_matches_ledger")
+    return dg.EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
+                            dagster_event=event)
+
+
+def test_a_planned_checks_execution_rows_are_the_ones_dagsters_own_code_writes(instance_dsn):
+    """A range run plans its check once for all its days; the check's execution rows (one per day, what the UI's
+    check Partitions view reads until each day's evaluation lands) are written with the event serialized once.
+    The same planned events through dagster-postgres' own code and through the platform's storage: the same rows,
+    column by column, whatever the days (a range with gaps, one day, a check without partitions)."""
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    days = ["2025-01-03", *pd.date_range("2025-02-01", "2025-12-31").strftime("%Y-%m-%d"), "2026-01-05"]
+    pooled = PooledPostgresEventLogStorage(instance_dsn)
+    columns = ("asset_key, check_name, partition, run_id, execution_status, evaluation_event, "
+               "evaluation_event_timestamp, evaluation_event_storage_id, materialization_event_storage_id")
+    try:
+        for n, planned_days in enumerate([days, ["2026-05-05"], None]):
+            event = planned_check_event(f"run-{n}", planned_days)
+            written = {}
+            for name, store in (("dagster", lambda e: SqlEventLogStorage._store_asset_check_evaluation_planned(pooled, e, 1000 + n)),
+                                ("platform", lambda e: pooled._store_asset_check_evaluation_planned(e, 1000 + n))):
+                store(event)
+                with psycopg.connect(instance_dsn, autocommit=True) as conn:
+                    written[name] = conn.execute(f"SELECT {columns} FROM asset_check_executions WHERE run_id = %s "
+                                                 "ORDER BY id", (event.run_id,)).fetchall()
+                    conn.execute("DELETE FROM asset_check_executions WHERE run_id = %s", (event.run_id,))
+            assert written["platform"] == written["dagster"]
+            assert [row[2] for row in written["platform"]] == (planned_days or [None])
+    finally:
+        pooled.dispose()

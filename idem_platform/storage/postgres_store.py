@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
@@ -138,7 +139,7 @@ def csv_parts(frame: pd.DataFrame, lengths: Sequence[int], chunk_rows: int | Non
     ends = np.cumsum(lengths)
     part = 0
     for start in range(0, len(frame), chunk_rows):
-        table = pa.Table.from_pandas(frame.iloc[start : start + chunk_rows], preserve_index=False)
+        table = _zoned_as_utc_text(pa.Table.from_pandas(frame.iloc[start : start + chunk_rows], preserve_index=False))
         at, stop = start, start + table.num_rows
         while at < stop:
             while ends[part] <= at:  # parts of no rows
@@ -148,6 +149,19 @@ def csv_parts(frame: pd.DataFrame, lengths: Sequence[int], chunk_rows: int | Non
             pa_csv.write_csv(table.slice(at - start, until - at), buf, options)
             yield part, buf.getvalue()
             at = until
+
+
+def _zoned_as_utc_text(table: pa.Table) -> pa.Table:
+    """Timestamps with a time zone as text: the UTC wall time and `+00`. Arrow's CSV writer formats a zoned
+    timestamp through the time zone database value by value: 0.4 s for 365,000 values, twenty times the rest of
+    the row. Arrow keeps a zoned timestamp's values in UTC, so the cast to a naive one is the UTC wall time, which
+    Arrow formats quickly; with the explicit offset PostgreSQL reads the same instant whatever the session's
+    TimeZone. (A string column is quoted, as Arrow quotes every string; a null stays unquoted-empty: NULL.)"""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            wall = table.column(i).cast(pa.timestamp(field.type.unit)).cast(pa.string())
+            table = table.set_column(i, field.name, pc.binary_join_element_wise(wall, "+00", ""))
+    return table
 
 
 def copy_parts(cur: psycopg.Cursor, statements: Sequence[sql.Composable], frame: pd.DataFrame,

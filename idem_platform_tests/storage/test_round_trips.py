@@ -253,3 +253,32 @@ def test_every_ledger_row_records_its_fingerprint_algorithm(postgres, pg_dsn):
         conn.execute("UPDATE idem.ledger SET fingerprint_algo = NULL")  # a row from before v4
         [entry] = ledger.history(conn, asset=target.asset)
     assert entry.fingerprint_algo == PREVIOUS_ALGORITHM
+
+
+@pytest.mark.parametrize("swap_min_rows", [None, 1], ids=["in place", "swap"])
+def test_timestamps_are_the_same_instants_whatever_the_sessions_time_zone(pg_dsn, swap_min_rows):
+    """Who else sets how a timestamp is read: the server, the database or the role may give sessions another
+    TimeZone than UTC (here +05:45, and a zone with summer time). The rows reach the server as text: each
+    instant must land as itself, not shifted by the session's zone, on both write paths; read back by the
+    sink and asked of the server in UTC, every value is the frame's."""
+    from idem_platform.resources import PostgresResource
+
+    frame = edge_frame()
+    expected = DECL.coerce(frame)["t"]
+    for zone in ("Asia/Kathmandu", "America/New_York"):
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            database = conn.info.dbname
+            conn.execute(f"ALTER DATABASE {database} SET TimeZone = '{zone}'")
+        postgres = PostgresResource(dsn=pg_dsn)
+        with postgres.connect() as conn:
+            assert conn.execute("SHOW TimeZone").fetchone()[0] == zone
+        sink = PostgresTableSink(postgres, "warehouse", swap_min_rows=swap_min_rows)
+        target = AssetTarget(f"tz_{uuid.uuid4().hex[:8]}", DECL, AuditRules())
+        publish_partitions(sink, postgres, target, [DAY], frame, uuid.uuid4().hex)
+        back = sink.read(target, [DAY]).sort_values("k", ignore_index=True)
+        pdt.assert_series_equal(back["t"], expected, check_exact=True)
+        with psycopg.connect(pg_dsn) as conn:
+            on_server = conn.execute(
+                f"SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM warehouse.{target.asset} ORDER BY k"
+            ).fetchall()
+        assert [v for (v,) in on_server] == [None if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M:%S.%f") for t in expected]
