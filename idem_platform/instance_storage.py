@@ -145,7 +145,11 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
 
     # What Dagster's `_update_asset_check_evaluation` sets, for every evaluation at once: the rows come as one
     # array per column (`unnest`), so the statement is the same text for any number of them (a VALUES list of
-    # bound rows is compiled anew for each batch: ~0.1 s for 365).
+    # bound rows is compiled anew for each batch: ~0.1 s for 365). Each row is found by equality on all four
+    # columns of Dagster's unique index (asset key, check, run, partition): one index probe per evaluation, however
+    # many executions the instance holds. (`partition IS NOT DISTINCT FROM` cannot use that index: the server then
+    # compared every evaluation with every execution of the check ever stored, 0.7 s for 365 evaluations against
+    # 4,400 executions and growing with each run.) An evaluation without a partition goes through Dagster's code.
     _UPDATE_CHECK_EXECUTIONS = db.text(f"""
         UPDATE {AssetCheckExecutionsTable.name} AS t
         SET execution_status = v.status, evaluation_event = v.event, evaluation_event_timestamp = v.ts,
@@ -157,7 +161,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                     CAST(:materialization_id AS BIGINT[]))
              AS v(position, asset_key, check_name, run_id, partition, status, event, ts, event_id, materialization_id)
         WHERE t.asset_key = v.asset_key AND t.check_name = v.check_name AND t.run_id = v.run_id
-          AND t.partition IS NOT DISTINCT FROM v.partition
+          AND t.partition = v.partition
         RETURNING v.position""")
 
     def _update_check_executions(self, conn, events: Sequence[EventLogEntry], ids: Sequence[int],
@@ -171,8 +175,8 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         executions = []
         for position, (event, event_id, row) in enumerate(zip(events, ids, rows, strict=True)):
             evaluation = event.dagster_event.event_specific_data
-            if not event.run_id:
-                continue  # a runless evaluation: Dagster's own path inserts it
+            if not event.run_id or evaluation.partition is None:
+                continue  # a runless evaluation, or one without a partition: Dagster's own path stores it
             target = evaluation.target_materialization_data
             status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else \
                 AssetCheckExecutionRecordStatus.FAILED

@@ -239,7 +239,7 @@ def _cast(series: pd.Series, type_name: str) -> pd.Series:
     if type_name == "bool":
         return series.astype("boolean")
     if type_name == "date":
-        values = pd.to_datetime(series, errors="raise", format=_datetime_format(series))
+        values = _days_parsed(series)
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
         # to seconds first (a cast floors), then to the day: flooring nanoseconds near 1677 would overflow
@@ -274,6 +274,21 @@ def _exact_int(value) -> int:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
     raise ValueError(f"{value!r} is not an exact integer")
+
+
+def _days_parsed(series: pd.Series) -> pd.Series:
+    """`pd.to_datetime` of a date column, text parsed once per distinct value: a day column repeats a few values
+    (365,000 rows of 365 days: 0.045 -> 0.007 s). Values that do not parse are parsed again the plain way, so the
+    error names the row's position as pandas names it."""
+    format_ = _datetime_format(series)
+    if format_ is None:
+        return pd.to_datetime(series, errors="raise")
+    codes, distinct = pd.factorize(series)
+    try:
+        parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(distinct, dtype=object), errors="raise", format=format_))
+    except (TypeError, ValueError, OverflowError):
+        return pd.to_datetime(series, errors="raise", format=format_)
+    return pd.Series(parsed.take(codes, allow_fill=True, fill_value=pd.NaT), index=series.index)
 
 
 def _datetime_format(series: pd.Series) -> str | None:
