@@ -72,6 +72,12 @@ class DayInputs:
             out[name] = loaded
         return out
 
+    @property
+    def keeps_computed(self) -> bool:
+        """Whether a later day reads an earlier day's frame of this run (a self-dependency): `computed` needs each
+        day's frame as it is published, `partition_date` filled."""
+        return self._self_input is not None
+
     def computed(self, day: str, frame: pd.DataFrame) -> None:
         """Remember `day`'s frame, as a later day of a self-dependency would have loaded it."""
         if self._self_input is not None:

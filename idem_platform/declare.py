@@ -30,6 +30,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from . import settings
@@ -89,7 +90,9 @@ def _with_partition_date(
     if not isinstance(frame, pd.DataFrame):
         raise dg.DagsterInvariantViolationError(
             f"asset {asset!r} returned {described_value(frame)}, not a pandas DataFrame, for partition "
-            f"{days[0] if len(days) == 1 else f'{days[0]}...{days[-1]}'}: return the day's rows as a DataFrame "
+            f"{day if day is not None else days[0] if len(days) == 1 else f'{days[0]}...{days[-1]}'}"
+            f"{f' (of the run {days[0]}...{days[-1]})' if day is not None and len(days) > 1 else ''}"
+            ": return the day's rows as a DataFrame "
             "(an empty DataFrame with the declared columns for a day without rows)"
         )
     if PARTITION_COLUMN in frame.columns:
@@ -109,6 +112,19 @@ def _with_partition_date(
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _concat_days(produced: list[tuple[str, pd.DataFrame]], fill) -> pd.DataFrame:
+    """The days' frames of a per-day function as one frame, each row's `partition_date` its day. Where no frame
+    has the column, it is added once to the whole (a `repeat` of the days by their row counts) instead of to each
+    day's frame: 365 small frames of 19 columns took 0.18 s to fill one by one. Otherwise each is filled on its own
+    (`fill`: the same checks and errors either way)."""
+    if any(not isinstance(frame, pd.DataFrame) or PARTITION_COLUMN in frame.columns for _, frame in produced):
+        return _concat([fill(frame, day=day) for day, frame in produced])
+    frame = _concat([frame for _, frame in produced])
+    days = np.repeat(pd.to_datetime([day for day, _ in produced]).to_numpy().astype("datetime64[s]"),
+                     [len(f) for _, f in produced])
+    return frame.assign(**{PARTITION_COLUMN: days})
 
 
 def idem_asset(
@@ -172,6 +188,10 @@ def idem_asset(
                 context, days_def, {k: v for k, v in arguments.items() if k != context_name},
                 as_loaded=lambda frame: decl.coerce(frame, what=f"the frame returned by asset {asset_name!r}"),
             )
+            if day_column is None and not day_inputs.keeps_computed:
+                return _concat_days(
+                    [(day, fn(context, **day_inputs.for_day(day), **{DAY_PARAMETER: day})) for day in days], fill
+                )
             frames = []
             for day in days:
                 frame = fill(fn(context, **day_inputs.for_day(day), **{DAY_PARAMETER: day}), day=day)

@@ -71,6 +71,37 @@ def test_day_parameter_computes_one_day_and_fills_partition_date(store_resources
     assert rows == [("2025-01-03", 2), ("2025-01-04", 2), ("2025-01-05", 2)]
 
 
+@pytest.mark.parametrize("own_day", [None, "2025-01-04"], ids=["platform fills every day", "one day fills its own"])
+def test_a_range_of_a_per_day_function_gives_each_row_its_own_day(store_resources, postgres, own_day):
+    """Days of different sizes, an empty one among them, run as one range: every row lands in the day that returned
+    it, whether the platform fills `partition_date` for the whole range at once or a day returns the column
+    itself."""
+    sizes = {"2025-01-03": 3, "2025-01-04": 0, "2025-01-05": 1, "2025-01-06": 2}
+
+    @idem_asset(columns=COLUMNS, key=["id"], io_manager_key="warehouse_io", start="2025-01-01", end="2025-01-31")
+    def uneven(context, day: str) -> pd.DataFrame:
+        n = sizes[day] if day != own_day else 2
+        frame = pd.DataFrame({"id": range(100, 100 + n), "at": [pd.Timestamp(f"{day}T10:00Z")] * n})
+        return frame.assign(partition_date=day) if day == own_day else frame
+
+    _materialize([uneven], store_resources, partition_range=("2025-01-03", "2025-01-06"))
+    with postgres.connect() as conn:
+        rows = conn.execute("SELECT partition_date::text, id, at::date::text FROM warehouse.uneven ORDER BY 1, 2").fetchall()
+        counts = {e.partition: e.row_count for e in ledger.history(conn, asset="uneven")}
+    expected = {day: (2 if day == own_day else n) for day, n in sizes.items()}
+    assert counts == expected
+    assert rows == [(day, 100 + i, day) for day, n in expected.items() for i in range(n)]
+
+
+def test_a_range_whose_day_returns_no_frame_names_the_day(store_resources):
+    @idem_asset(columns=COLUMNS, key=["id"], io_manager_key="warehouse_io", start="2025-01-01", end="2025-01-31")
+    def gappy(context, day: str) -> pd.DataFrame:
+        return None if day == "2025-01-04" else pd.DataFrame({"id": [1], "at": [pd.Timestamp(f"{day}T10:00Z")]})
+
+    with pytest.raises(dg.DagsterInvariantViolationError, match=r"'gappy' returned None, not a pandas DataFrame, for partition 2025-01-04 \(of the run 2025-01-03\.\.\.2025-01-05\)"):
+        _materialize([gappy], store_resources, partition_range=("2025-01-03", "2025-01-05"))
+
+
 def test_an_unpartitioned_upstream_is_the_same_frame_every_day_of_a_range(store_resources):
     seen = {}
 
