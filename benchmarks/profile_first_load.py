@@ -1,5 +1,5 @@
 """A range's first load (a backfill into days that have no partition yet): what the new partitions cost, and what
-writing the range's transactions two at a time saves once they are made first.
+writing the range's transactions two at a time saves when each makes its partitions first, on its own.
 
     .venv/bin/python benchmarks/profile_first_load.py [--days 365] [--rows-per-day 1000] [--repeat 5]
 
@@ -11,7 +11,8 @@ fresh schema, so every day is new; interleaved (the order alternates each repeti
   statements as one string (what `_ensure_day_partitions` sends);
 - `publish_partitions` of the whole range (the platform's write: digests, audit, partitions, DELETE + COPY,
   ledger) with IDEM_PG_PARALLEL_TRANSACTIONS=1 (each transaction makes its days' partitions, one transaction
-  after another) vs 2 (the partitions made first, then two transactions at once).
+  after another) vs 2 (two transactions at once, each one's new partitions made just before it in a short
+  transaction of their own, while the other writes).
 """
 
 from __future__ import annotations

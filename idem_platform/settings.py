@@ -44,9 +44,9 @@ VARIABLES: tuple[Variable, ...] = (
              "longer ranges are published in several transactions of at most this many days (as even as they "
              "can be)"),
     Variable("IDEM_PG_PARALLEL_TRANSACTIONS", "`2`",
-             "how many of a longer range's transactions run at once when no day is swapped (the range's new days "
-             "get their empty partitions first, so no DDL runs on the table while they write); `1`: one after "
-             "another"),
+             "how many of a longer range's transactions run at once when no day is swapped (each one's new days "
+             "get their empty partitions first, in a short transaction, so no DDL runs on the table while they "
+             "write); `1`: one after another"),
     Variable("IDEM_STATE_DIR", "nearest `.idem`",
              "project-local state (embedded server data, lake, Dagster home, the local search server's URL): "
              "the `.idem` directory in the current directory or its nearest parent that has one, else `./.idem`"),

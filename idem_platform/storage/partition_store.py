@@ -178,6 +178,10 @@ class PartitionSink(abc.ABC):
         (1: one after another). Default: 1."""
         return 1
 
+    def create_partitions(self, conn: psycopg.Connection, target: AssetTarget, days: Sequence[str]) -> None:
+        """Before a transaction of `days` that runs beside others of its range: make, and commit on its own, what
+        that transaction would otherwise create inside its write (a table's partitions). Default: nothing."""
+
     @abc.abstractmethod
     def stage(self, conn: psycopg.Connection, target: AssetTarget, days: Sequence[str], frame: pd.DataFrame, run_id: str) -> Any: ...
 
@@ -259,7 +263,8 @@ def publish_partitions(
         def publish(part: list[str], log) -> list[ledger.LedgerEntry]:
             rows = frame if len(batches) == 1 else _rows_of_days(frame, part)
             return _retried(
-                lambda: _publish_batch(sink, postgres, target, part, rows, run_id, log, checked, wait_s, digests),
+                lambda: _publish_batch(sink, postgres, target, part, rows, run_id, log, checked, wait_s, digests,
+                                       beside_others=workers > 1),
                 target, part, log,
             )
 
@@ -367,13 +372,21 @@ def _blockers(postgres: PostgresResource, waited_s: float) -> str:
     return "; ".join(described) or "a session that has ended since"
 
 
-def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s, known) -> list[ledger.LedgerEntry]:
+def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wait_s, known,
+                   beside_others: bool = False) -> list[ledger.LedgerEntry]:
     """lock -> stage -> (audit passed?) -> verify -> [intent] -> publish -> ledger -> COMMIT, for one transaction's
-    days. `known`: the digests attached to the frame (None: the audit thread computes them)."""
+    days. `known`: the digests attached to the frame (None: the audit thread computes them). `beside_others`:
+    other transactions of the range run at the same time (the sink makes its DDL first, committed on its own)."""
     with postgres.connect() as conn:
         ledger.ensure_ledger(conn)
         sink.prepare(conn, target)
         conn.commit()
+        if beside_others:
+            try:
+                sink.create_partitions(conn, target, days)
+            except psycopg.errors.LockNotAvailable:
+                conn.rollback()
+                raise _lock_wait_timeout(sink, postgres, target, days, wait_s) from None
         log.info(f"{target.asset}: waiting for the partition lock of {_span(days)} in {sink.name}")
         ledger.lock_partitions(conn, target.asset, days)
         # Any other lock (a table another session holds) is waited for at most wait_s, then named.
@@ -393,11 +406,7 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
                          "untouched since their last publish: recorded, not rewritten")
         except psycopg.errors.LockNotAvailable:
             conn.rollback()
-            raise LockWaitTimeout(
-                f"asset {target.asset!r}, partition {_span(days)}: waited more than {wait_s:g} s "
-                f"(IDEM_PG_LOCK_WAIT_S) for a lock in {sink.name}; blocking: {_blockers(postgres, wait_s)}; "
-                "nothing was published, rerun the partition once that session ends"
-            ) from None
+            raise _lock_wait_timeout(sink, postgres, target, days, wait_s) from None
         except PartitionLockLost:
             raise
         except Exception as exc:
@@ -408,6 +417,14 @@ def _publish_batch(sink, postgres, target, days, frame, run_id, log, checked, wa
             raise _lock_lost(sink, target, days, exc, _outcome(sink, published)) from exc
     fault_point(sink.name, "after_commit", target.asset)
     return entries
+
+
+def _lock_wait_timeout(sink, postgres, target, days, wait_s) -> LockWaitTimeout:
+    return LockWaitTimeout(
+        f"asset {target.asset!r}, partition {_span(days)}: waited more than {wait_s:g} s "
+        f"(IDEM_PG_LOCK_WAIT_S) for a lock in {sink.name}; blocking: {_blockers(postgres, wait_s)}; "
+        "nothing was published, rerun the partition once that session ends"
+    )
 
 
 def _lock_timeout() -> str:

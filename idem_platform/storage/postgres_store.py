@@ -427,10 +427,11 @@ class PostgresTableSink(PartitionSink):
             )
 
     def concurrent_transactions(self, target: AssetTarget, days: Sequence[str]) -> int:
-        """IDEM_PG_PARALLEL_TRANSACTIONS when none of the range's transactions will run DDL on the table: the
-        table is prepared (created or evolved) here, once, the days without a partition get theirs here (empty,
-        `_create_missing_partitions`), and no day is swapped. Else 1: two ATTACHes, or a swap's DROP, would queue
-        one transaction behind the other's whole write (up to IDEM_PG_LOCK_WAIT_S)."""
+        """IDEM_PG_PARALLEL_TRANSACTIONS when none of the range's transactions runs DDL on the table while it
+        writes: the table is prepared (created or evolved) here, once; no day is swapped; and each transaction's
+        new days get their empty partitions before it, in a short transaction of their own (`create_partitions`).
+        Else 1: an ATTACH, or a swap's DROP, inside a transaction would queue the others behind its whole write
+        (up to IDEM_PG_LOCK_WAIT_S)."""
         if self.parallel_transactions < 2 or self.swap_min_rows is not None:
             return 1
         with self.postgres.connect() as conn:
@@ -438,36 +439,25 @@ class PostgresTableSink(PartitionSink):
             conn.commit()
             if not self.partitioned(conn, target):
                 return 1
-            with conn.cursor() as cur:
-                missing = sorted(set(days) - set(self._day_partitions(cur, target, days)))
-            conn.commit()
-            if missing and not self._create_missing_partitions(conn, target, missing):
-                return 1
         return self.parallel_transactions
 
-    def _create_missing_partitions(self, conn: psycopg.Connection, target: AssetTarget, missing: list[str]) -> bool:
-        """An empty partition for each day of `missing`, committed before the range's writes, so that a first load
-        of a range (a backfill) writes its days in transactions that run at once, as a rewrite does. Readers see
-        no change (a day with no partition and a day with an empty one both have no rows); the days' own
-        transactions then DELETE and COPY as in a rewrite. In transactions of at most `max_days_per_transaction`
-        days (the locks one transaction holds), each under its days' partition locks, so that no other writer of
-        those days is between its lookup and its own ATTACH. A lock held by someone else (a writer of these days,
-        another session's ATTACH) is waited for at most IDEM_PG_SWAP_LOCK_TIMEOUT_MS: then False, and the range
-        is written one transaction after another, as before, which waits for it the usual way (the partitions
-        made so far stay: empty, as harmless as they were here). A failed audit also leaves them: empty."""
-        step = self.max_days_per_transaction or len(missing)
-        try:
-            for start in range(0, len(missing), step):
-                part = missing[start : start + step]
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{self.lock_timeout_ms}ms",))
-                lock_partitions(conn, target.asset, part)
-                with conn.cursor() as cur:
-                    self._ensure_day_partitions(cur, target, part)
-                conn.commit()
-        except psycopg.errors.LockNotAvailable:
-            conn.rollback()
-            return False
-        return True
+    def create_partitions(self, conn: psycopg.Connection, target: AssetTarget, days: Sequence[str]) -> None:
+        """An empty partition for each of `days` that has none, committed before the days' write (a first load of
+        a range: a backfill). Under the days' partition locks, so that no other writer of those days is between
+        its lookup and its own ATTACH; then the ATTACHes wait at most IDEM_PG_LOCK_WAIT_S for the table's SHARE
+        UPDATE EXCLUSIVE lock, which the range's other transactions do not hold while they write (they only ATTACH
+        here, each in its own short transaction): while one transaction writes its days, the next makes its
+        partitions. Readers see no change (a day with no partition and a day with an empty one both have no rows);
+        a refused audit leaves the empty partitions, as harmless."""
+        with conn.cursor() as cur:
+            missing = sorted(set(days) - set(self._day_partitions(cur, target, days)))
+        if missing:
+            lock_partitions(conn, target.asset, missing)
+            conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                         (f"{int(settings.current().pg_lock_wait_s * 1000)}ms",))
+            with conn.cursor() as cur:
+                self._ensure_day_partitions(cur, target, missing)  # looks again, under the locks
+        conn.commit()
 
     def partitioned(self, conn: psycopg.Connection, target: AssetTarget) -> bool:
         row = conn.execute(

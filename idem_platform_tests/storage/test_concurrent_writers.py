@@ -204,12 +204,12 @@ def drop_table(dsn: str) -> None:
 
 
 def test_writers_of_overlapping_first_loads_each_creating_its_partitions_first_leave_every_day_whole(pg_dsn, postgres):
-    """First loads (no day has a partition yet): each writer creates its range's missing partitions up front, in
-    short transactions under the days' partition locks, then writes two transactions at once. Three writers of
-    overlapping ranges start together on an empty table, 4 rounds (the table dropped between them): each either
-    creates the partitions or, finding another's ATTACH or partition lock in its way, falls back to one
-    transaction after another; none deadlocks or fails, every day holds exactly one writer's rows, whole, and no
-    day has two partitions."""
+    """First loads (no day has a partition yet): each transaction of a range creates its days' missing partitions
+    first, in a short transaction under the days' partition locks, while the range's other transaction writes.
+    Three writers of overlapping ranges start together on an empty table, 4 rounds (the table dropped between
+    them): their ATTACHes and writes interleave (one writer's ATTACH while another's transactions hold the
+    table, both kinds of lock on the same days); none deadlocks or fails, every day holds exactly one writer's
+    rows, whole, and no day has two partitions."""
     for round_ in range(1, 5):
         drop_table(pg_dsn)
         write(postgres, {DAYS[0]: 1}, label="seed", run_id=f"seed{round_}")  # the table, partitioned, one day
@@ -220,11 +220,11 @@ def test_writers_of_overlapping_first_loads_each_creating_its_partitions_first_l
         assert len(bounds) == len(set(bounds)) == len(DAYS)
 
 
-def test_a_first_load_whose_partitions_another_writer_holds_falls_back_and_waits_its_turn(pg_dsn, postgres):
+def test_a_first_load_whose_partitions_another_writer_holds_waits_its_turn_for_those_days_only(pg_dsn, postgres):
     """Who else touches the same locks: another session holds the partition lock of one new day of the range
-    (a writer of that day, mid-write). Creating the range's partitions up front gives up after
-    IDEM_PG_SWAP_LOCK_TIMEOUT_MS instead of waiting; the range is then written one transaction after another,
-    which waits for that day's lock as any writer does, and publishes every day once it is released."""
+    (a writer of that day, mid-write). The transaction holding that day waits for it before it makes its
+    partitions, as any writer waits its turn; the range's other transactions make theirs and publish meanwhile;
+    once the lock is released every day is published."""
     write(postgres, {DAYS[0]: 2}, label="seed")  # the table exists; DAYS[1:] are new days
     holder = psycopg.connect(pg_dsn)
     ledger.lock_partitions(holder, TARGET.asset, [DAYS[4]])
@@ -240,10 +240,11 @@ def test_a_first_load_whose_partitions_another_writer_holds_falls_back_and_waits
     writer = threading.Thread(target=the_range, daemon=True)
     writer.start()
     try:
-        time.sleep(3)  # far longer than the up-front creation's 200 ms: it gave up, the range waits its turn
+        time.sleep(3)
         assert writer.is_alive(), done
         published = table_state(pg_dsn)
-        assert DAYS[4] not in published
+        assert DAYS[4] not in published and DAYS[3] not in published  # DAYS[3:5]: the waiting transaction's days
+        assert {DAYS[1], DAYS[2], DAYS[5], DAYS[6], DAYS[7]} <= set(published)  # the other transactions published
     finally:
         holder.rollback()
         holder.close()
@@ -251,6 +252,58 @@ def test_a_first_load_whose_partitions_another_writer_holds_falls_back_and_waits
     assert "error" not in done, done.get("error")
     assert len(done["entries"]) == 7
     assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (7, {"r"}) for day in DAYS[1:]}}
+
+
+HOLD_ROWS_OF_A_DAY = """
+CREATE FUNCTION wh.idem_test_wait_for_the_holder() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.partition_date = %(day)s THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER idem_test_wait_for_the_holder BEFORE INSERT ON wh.events FOR EACH ROW
+  EXECUTE FUNCTION wh.idem_test_wait_for_the_holder();
+"""
+
+
+def test_a_first_load_transaction_held_mid_write_holds_back_no_other_transactions_partitions(pg_dsn, postgres):
+    """Who else needs the table while a first load's transaction writes: the range's next transaction, whose
+    days have no partition yet. Its partitions need an ATTACH (SHARE UPDATE EXCLUSIVE on the table). The first
+    transaction is held in the middle of its COPY (a row trigger the ATTACHes give every new partition waits for
+    a lock another session holds): the second still makes its partitions and publishes its days, the held days
+    stay as they were, and once released every day is published, once."""
+    write(postgres, {DAYS[0]: 2}, label="seed")  # the table exists; DAYS[1:5] are new days
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(HOLD_ROWS_OF_A_DAY.replace("%(day)s", f"'{DAYS[1]}'"))
+    holder = psycopg.connect(pg_dsn)
+    holder.execute("SELECT pg_advisory_xact_lock(4242)")
+    done: dict = {}
+
+    def the_range():
+        try:
+            done["entries"] = write(postgres, {day: 6 for day in DAYS[1:5]}, label="r", run_id="range",
+                                    days_per_transaction=2)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            done["error"] = exc
+
+    writer = threading.Thread(target=the_range, daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not {DAYS[3], DAYS[4]} <= set(table_state(pg_dsn)):
+            time.sleep(0.1)
+        published = table_state(pg_dsn)
+        assert writer.is_alive(), done
+        with psycopg.connect(pg_dsn) as conn:
+            waiting = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   "AND query LIKE 'COPY%'").fetchone()[0]
+    finally:
+        holder.rollback()
+        holder.close()
+    writer.join(60)
+    assert waiting == 1  # the first transaction was held inside its COPY
+    assert published == {DAYS[0]: (2, {"seed"}), DAYS[3]: (6, {"r"}), DAYS[4]: (6, {"r"})}
+    assert "error" not in done, done.get("error")
+    assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (6, {"r"}) for day in DAYS[1:5]}}
 
 
 def test_a_first_load_refused_by_its_audit_publishes_nothing_and_a_rerun_publishes_it(pg_dsn, postgres):
