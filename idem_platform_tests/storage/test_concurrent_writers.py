@@ -306,6 +306,41 @@ def test_a_first_load_transaction_held_mid_write_holds_back_no_other_transaction
     assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (6, {"r"}) for day in DAYS[1:5]}}
 
 
+def test_a_repeatable_read_reader_sees_no_row_of_a_first_load_made_after_its_snapshot(pg_dsn, postgres):
+    """Who else reads while a first load makes its partitions, each transaction's in a short transaction of its
+    own: a REPEATABLE READ reader whose snapshot predates the range. DDL is not MVCC-safe, so it sees the new
+    partitions; it must still see what its snapshot held, no rows of those days, through every ATTACH and COMMIT of
+    the range, without an error; a new snapshot sees every day whole."""
+    write(postgres, {DAYS[0]: 2}, label="seed")  # the table exists; DAYS[1:] are new days
+    reader = psycopg.connect(pg_dsn)
+    reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    count = lambda: reader.execute("SELECT count(*) FROM wh.events WHERE partition_date > %s", (DAYS[0],)).fetchone()[0]  # noqa: E731
+    assert count() == 0  # the snapshot is taken
+    done: dict = {}
+
+    def the_range():
+        try:
+            done["entries"] = write(postgres, {day: 9 for day in DAYS[1:]}, label="r", run_id="range",
+                                    days_per_transaction=2)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            done["error"] = exc
+
+    writer = threading.Thread(target=the_range, daemon=True)
+    writer.start()
+    seen = set()
+    try:
+        while writer.is_alive():
+            seen.add(count())
+        writer.join(60)
+        seen.add(count())
+    finally:
+        reader.rollback()
+        reader.close()
+    assert "error" not in done, done.get("error")
+    assert seen == {0}
+    assert table_state(pg_dsn) == {DAYS[0]: (2, {"seed"}), **{day: (9, {"r"}) for day in DAYS[1:]}}
+
+
 def test_a_first_load_refused_by_its_audit_publishes_nothing_and_a_rerun_publishes_it(pg_dsn, postgres):
     """The range's partitions are created before its audit has finished (it runs beside the first COPY): a
     refused range leaves every day as it was (no row, no ledger entry; at most empty partitions) and the
